@@ -1,0 +1,281 @@
+"""TOML text -> a frozen `Config`, or a `ConfigError` listing every problem by its key path.
+
+The option table lives here once: each dataclass field is an option, its default is the
+documented default, and `config.example.toml` shows every one with a comment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from replicator.core import names
+from replicator.core.errors import ConfigError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    connect_timeout: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class ZfsSource:
+    datasets: tuple[str, ...]
+    recursive: bool = False
+    kind: Literal["zfs"] = "zfs"
+
+
+@dataclass(frozen=True, slots=True)
+class BtrfsSource:
+    subvolumes: tuple[str, ...]
+    snapshot_dir: str
+    kind: Literal["btrfs"] = "btrfs"
+
+
+Source = ZfsSource | BtrfsSource
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    path: str
+    host: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.path}" if self.host else self.path
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    name: str
+    source: Source
+    targets: tuple[Target, ...]
+    snapshot_prefix: str = "replicator"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    hosts: Mapping[str, Host]
+    jobs: tuple[Job, ...]
+
+    def job(self, name: str) -> Job | None:
+        return next((j for j in self.jobs if j.name == name), None)
+
+
+def parse_config(text: str, origin: str = "config") -> Config:
+    """Parse and validate config text; raises ConfigError with every problem found."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"not valid TOML: {e}"], origin=origin) from None
+    return config_from_dict(data, origin)
+
+
+def config_from_dict(data: Mapping[str, Any], origin: str = "config") -> Config:
+    reader = _Reader()
+    config = reader.config(data)
+    if reader.problems:
+        raise ConfigError(reader.problems, origin=origin)
+    return config
+
+
+class _Reader:
+    """Walks the TOML tree, collecting problems instead of stopping at the first one."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def table(self, path: str, value: Any, allowed: set[str]) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            self.problem(path, f"expected a table, got {_type_name(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                guess = difflib.get_close_matches(key, sorted(allowed), n=1)
+                advice = f"did you mean {guess[0]!r}?" if guess else f"allowed: {', '.join(sorted(allowed))}"
+                self.problem(f"{path}.{key}" if path else key, f"unknown option; {advice}")
+        return value
+
+    def get(self, path: str, table: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
+            default: Any = ..., ) -> Any:
+        where = f"{path}.{key}" if path else key
+        if key not in table:
+            if default is ...:
+                self.problem(where, "required option is missing")
+                return None
+            return default
+        value = table[key]
+        # TOML booleans are ints in Python; never let `true` pass as a port number.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            self.problem(where, f"expected {_kind_name(kind)}, got a boolean")
+            return None
+        if not isinstance(value, kind):
+            self.problem(where, f"expected {_kind_name(kind)}, got {_type_name(value)}")
+            return None
+        return value
+
+    def strings(self, path: str, table: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        value = self.get(path, table, key, list)
+        if value is None:
+            return ()
+        if not value:
+            self.problem(f"{path}.{key}", "the list is empty: name at least one")
+        result = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.problem(f"{path}.{key}[{i}]", f"expected a string, got {_type_name(item)}")
+            else:
+                result.append(item)
+        if len(set(result)) != len(result):
+            self.problem(f"{path}.{key}", "lists the same entry twice")
+        return tuple(result)
+
+    def config(self, data: Mapping[str, Any]) -> Config:
+        top = self.table("", data, {"hosts", "job"})
+        hosts_table = self.get("", top, "hosts", dict, {})
+        hosts = {name: self.host(f"hosts.{name}", name, value)
+                 for name, value in (hosts_table or {}).items()}
+        jobs_list = self.get("", top, "job", list, [])
+        if jobs_list == []:
+            self.problem("job", "no jobs are defined: add a [[job]] table (see config.example.toml)")
+        jobs = tuple(j for i, value in enumerate(jobs_list or ())
+                     if (j := self.job(f"job[{i}]", value, hosts)) is not None)
+        seen: set[str] = set()
+        for i, job in enumerate(jobs):
+            if job.name in seen:
+                self.problem(f"job[{i}].name", f"{job.name!r} is used by another job: names must be unique")
+            seen.add(job.name)
+        return Config(hosts=hosts, jobs=jobs)
+
+    def host(self, path: str, name: str, value: Any) -> Host:
+        if not _NAME.fullmatch(name):
+            self.problem(path, "host names use letters, digits, '_', '.' and '-'")
+        t = self.table(path, value, {"address", "port", "user", "identity_file", "known_hosts",
+                                     "connect_timeout"})
+        address = self.get(path, t, "address", str) or ""
+        if address.startswith("-") or any(c.isspace() for c in address):
+            self.problem(f"{path}.address", f"{address!r} is not a host name or IP address")
+        port = self.get(path, t, "port", int, 22)
+        if port is not None and not 1 <= port <= 65535:
+            self.problem(f"{path}.port", f"{port} is not a TCP port (1-65535)")
+        user = self.get(path, t, "user", str, "root")
+        if user is not None and (not user or user.startswith("-") or not user.isprintable()
+                                 or any(c.isspace() or c == "@" for c in user)):
+            self.problem(f"{path}.user", f"{user!r} is not a user name")
+        timeout = self.get(path, t, "connect_timeout", (int, float), 15.0)
+        if timeout is not None and timeout <= 0:
+            self.problem(f"{path}.connect_timeout", "must be a positive number of seconds")
+        return Host(name=name, address=address, port=port or 22, user=user or "root",
+                    identity_file=self.get(path, t, "identity_file", str, None),
+                    known_hosts=self.get(path, t, "known_hosts", str, None),
+                    connect_timeout=float(timeout or 15.0))
+
+    def job(self, path: str, value: Any, hosts: Mapping[str, Host]) -> Job | None:
+        t = self.table(path, value, {"name", "snapshot_prefix", "source", "target"})
+        name = self.get(path, t, "name", str)
+        if name is not None and not _NAME.fullmatch(name):
+            self.problem(f"{path}.name", f"{name!r}: job names use 1-64 letters, digits, '_', '.' and '-'")
+        prefix = self.get(path, t, "snapshot_prefix", str, "replicator")
+        if prefix is not None and (why := names.prefix_problem(prefix)):
+            self.problem(f"{path}.snapshot_prefix", why)
+        source = self.source(f"{path}.source", self.get(path, t, "source", dict))
+        targets_value = self.get(path, t, "target", list, [])
+        if targets_value == []:
+            self.problem(f"{path}.target", "no targets: add at least one [[job.target]] table")
+        targets = tuple(self.target(f"{path}.target[{i}]", v, source, hosts)
+                        for i, v in enumerate(targets_value or ()))
+        seen: set[str] = set()
+        for i, target in enumerate(targets):
+            if target.name in seen:
+                self.problem(f"{path}.target[{i}].name",
+                             f"{target.name!r} names two targets of this job: give each a distinct name")
+            seen.add(target.name)
+        if name is None or source is None:
+            return None
+        return Job(name=name, source=source, targets=targets, snapshot_prefix=prefix or "replicator")
+
+    def source(self, path: str, value: Any) -> Source | None:
+        if value is None:
+            return None
+        kind = self.get(path, value, "kind", str)
+        if kind == "zfs":
+            t = self.table(path, value, {"kind", "datasets", "recursive"})
+            datasets = self.strings(path, t, "datasets")
+            for i, ds in enumerate(datasets):
+                if why := names.zfs_dataset_problem(ds):
+                    self.problem(f"{path}.datasets[{i}]", why)
+            recursive = self.get(path, t, "recursive", bool, False)
+            if recursive:
+                for a in datasets:
+                    for b in datasets:
+                        if b.startswith(a + "/"):
+                            self.problem(f"{path}.datasets",
+                                         f"{b!r} is inside {a!r}, which recursive = true already covers")
+            return ZfsSource(datasets=datasets, recursive=bool(recursive))
+        if kind == "btrfs":
+            t = self.table(path, value, {"kind", "subvolumes", "snapshot_dir"})
+            subvolumes = self.strings(path, t, "subvolumes")
+            for i, sv in enumerate(subvolumes):
+                if why := names.btrfs_path_problem(sv):
+                    self.problem(f"{path}.subvolumes[{i}]", why)
+            basenames = [names.basename(sv) for sv in subvolumes]
+            for dup in sorted({b for b in basenames if basenames.count(b) > 1}):
+                self.problem(f"{path}.subvolumes",
+                             f"two subvolumes are named {dup!r}; their snapshots would collide in "
+                             "one snapshot_dir: split them into two jobs")
+            snapshot_dir = self.get(path, t, "snapshot_dir", str)
+            if snapshot_dir is not None and (why := names.btrfs_path_problem(snapshot_dir)):
+                self.problem(f"{path}.snapshot_dir", why)
+            return BtrfsSource(subvolumes=subvolumes, snapshot_dir=(snapshot_dir or "").rstrip("/"))
+        if kind is not None:
+            self.problem(f"{path}.kind", f"{kind!r} is not a source kind: use \"zfs\" or \"btrfs\"")
+        return None
+
+    def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
+        t = self.table(path, value, {"name", "path", "host"})
+        host = self.get(path, t, "host", str, None)
+        if host is not None and host not in hosts:
+            known = ", ".join(sorted(hosts)) or "none defined"
+            self.problem(f"{path}.host", f"no [hosts.{host}] table (hosts: {known}): define it or fix the name")
+        target_path = self.get(path, t, "path", str)
+        if target_path is None:
+            target_path = ""
+        elif isinstance(source, ZfsSource):
+            if why := names.zfs_dataset_problem(target_path):
+                self.problem(f"{path}.path", why)
+        elif isinstance(source, BtrfsSource):
+            target_path = target_path.rstrip("/") or "/"
+            if why := names.btrfs_path_problem(target_path):
+                self.problem(f"{path}.path", why)
+            elif host is None and target_path == source.snapshot_dir:
+                self.problem(f"{path}.path", "is the source's snapshot_dir: receive into another directory")
+        name = self.get(path, t, "name", str, host or "local")
+        if name is not None and not _NAME.fullmatch(name):
+            self.problem(f"{path}.name", f"{name!r}: target names use 1-64 letters, digits, '_', '.' and '-'")
+        return Target(name=name or "", path=target_path, host=host)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({dict: "a table", list: "an array", str: "a string", bool: "true or false",
+                        int: "an integer", float: "a number"}.get(k, k.__name__) for k in kinds)

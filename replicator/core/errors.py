@@ -1,0 +1,81 @@
+"""Errors that carry their exit code and advice for the reader.
+
+Exit codes (documented in the README):
+  0  everything asked for was done
+  1  warning: done, but something deserves a look
+  2  bad usage or configuration: nothing was changed
+  3  at least one target failed (the others were still served)
+  4  taking a snapshot failed
+  128+N  stopped by signal N
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_WARNING = 1
+EXIT_USAGE = 2
+EXIT_TARGET_FAILED = 3
+EXIT_SNAPSHOT_FAILED = 4
+
+
+class ReplicatorError(Exception):
+    """Base of our errors: a message that says what happened and what to do about it."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(ReplicatorError):
+    """The command line asks for something that does not exist or cannot be done."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(ReplicatorError):
+    """The configuration is invalid; `problems` lists every one, each with its key path."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: list[str], *, origin: str = "config") -> None:
+        self.problems = list(problems)
+        self.origin = origin
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{origin}: {len(self.problems)} problem(s):\n{lines}")
+
+
+class SnapshotError(ReplicatorError):
+    """A snapshot could not be taken."""
+
+    exit_code = EXIT_SNAPSHOT_FAILED
+
+
+class TargetError(ReplicatorError):
+    """One target cannot be served now; the others go on."""
+
+    exit_code = EXIT_TARGET_FAILED
+
+
+class HostError(TargetError):
+    """A remote host could not be reached, authenticated or trusted."""
+
+
+class CommandError(TargetError):
+    """A command on a host failed: `zfs`, `btrfs` or the transport."""
+
+    def __init__(self, message: str, *, argv: tuple[str, ...] = (), status: int | None = None,
+                 stderr: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.argv = argv
+        self.status = status
+        self.stderr = stderr
+
+
+class ConflictError(TargetError):
+    """Source and target histories do not line up; replicating would need a destroy."""

@@ -1,0 +1,133 @@
+"""Decide what a target needs: a full send, incremental sends, nothing, or a conflict.
+
+`plan()` compares the snapshot lists of one source dataset and its copy on one target. It never
+decides to destroy anything: where the histories do not line up it returns a `Conflict` that
+names the snapshots on each side, and the caller reports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Sequence
+
+from replicator.core.model import Snapshot
+
+
+class StepKind(str, Enum):
+    FULL = "full"
+    INCREMENTAL = "incremental"
+    RESUME = "resume"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One send/receive. With `intermediates`, one stream carries every snapshot after `base`
+    up to `snapshot` (ZFS `send -I`); otherwise only `snapshot` (`-i`, btrfs `-p`)."""
+
+    kind: StepKind
+    snapshot: Snapshot | None
+    base: Snapshot | None = None
+    intermediates: bool = False
+    resume_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    steps: tuple[Step, ...]
+    common: Snapshot | None
+    # After a resumed stream the target has changed: list both sides again and plan anew.
+    replan_after: bool = False
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.steps
+
+
+class ConflictKind(str, Enum):
+    NO_COMMON_SNAPSHOT = "no_common_snapshot"
+    TARGET_DIVERGED = "target_diverged"
+    TARGET_NOT_EMPTY = "target_exists_without_snapshots"
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    kind: ConflictKind
+    message: str
+    source: tuple[str, ...] = field(default=())
+    target: tuple[str, ...] = field(default=())
+
+
+def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
+         resume_token: str | None = None, *, intermediates: bool = True) -> Plan | Conflict:
+    """What to send so that `target` holds every snapshot of `source` after their common one.
+
+    `source` and `target` are ordered oldest first. `target` is None when the target dataset
+    does not exist yet, and empty when it exists without snapshots. With `intermediates`, one
+    incremental step carries all missing snapshots (ZFS `-I`); without, each missing snapshot is
+    its own step whose base is the one before (a btrfs `-p` chain).
+    """
+    if resume_token is not None:
+        return Plan(steps=(Step(StepKind.RESUME, None, resume_token=resume_token),), common=None,
+                    replan_after=True)
+    if not source:
+        return Plan(steps=(), common=None)
+    if target is None:
+        return _from_scratch(source, intermediates)
+
+    source_guids = {s.guid for s in source}
+    target_guids = {s.guid for s in target}
+    common_index = max((i for i, s in enumerate(source) if s.guid in target_guids), default=None)
+    if common_index is None:
+        return _no_common(source, target)
+
+    common = source[common_index]
+    position_on_target = max(i for i, s in enumerate(target) if s.guid == common.guid)
+    foreign_after = [s.name for s in target[position_on_target + 1:] if s.guid not in source_guids]
+    if foreign_after:
+        return Conflict(
+            ConflictKind.TARGET_DIVERGED,
+            f"the target has snapshot(s) newer than the last common one ({common.name}) that the "
+            f"source does not have: {', '.join(foreign_after)}. They were taken or received there "
+            "after replication, or the source was rolled back. Keep them by renaming the target, "
+            "or destroy them on the target, then replicate again",
+            source=_names(source), target=_names(target))
+
+    missing = source[common_index + 1:]
+    return Plan(steps=_incremental(common, missing, intermediates), common=common)
+
+
+def _from_scratch(source: Sequence[Snapshot], intermediates: bool) -> Plan:
+    first = source[0]
+    return Plan(steps=(Step(StepKind.FULL, first),) + _incremental(first, source[1:], intermediates),
+                common=None)
+
+
+def _incremental(base: Snapshot, missing: Sequence[Snapshot], intermediates: bool) -> tuple[Step, ...]:
+    if not missing:
+        return ()
+    if intermediates:
+        return (Step(StepKind.INCREMENTAL, missing[-1], base=base, intermediates=len(missing) > 1),)
+    bases = (base, *missing[:-1])
+    return tuple(Step(StepKind.INCREMENTAL, snap, base=b) for b, snap in zip(bases, missing))
+
+
+def _no_common(source: Sequence[Snapshot], target: Sequence[Snapshot]) -> Conflict:
+    if not target:
+        return Conflict(
+            ConflictKind.TARGET_NOT_EMPTY,
+            "the target exists but has no snapshots, so nothing can be sent incrementally and a "
+            "full receive would overwrite it. If its contents are not needed, destroy or rename "
+            "it and replicate again; otherwise choose another target path",
+            source=_names(source), target=())
+    return Conflict(
+        ConflictKind.NO_COMMON_SNAPSHOT,
+        f"the target has {len(target)} snapshot(s) but none in common with the source (newest "
+        f"there: {target[-1].name}; oldest on the source: {source[0].name}). It was filled from "
+        "elsewhere, or every common snapshot was destroyed. Rename or destroy the target to start "
+        "over with a full send, or point this job at another target path",
+        source=_names(source), target=_names(target))
+
+
+def _names(snaps: Sequence[Snapshot]) -> tuple[str, ...]:
+    return tuple(s.name for s in snaps)

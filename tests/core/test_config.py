@@ -1,0 +1,99 @@
+import pytest
+
+from replicator.core.config import BtrfsSource, ZfsSource, parse_config
+from replicator.core.errors import ConfigError
+
+GOOD = """
+[hosts.backup]
+address = "127.0.0.1"
+port = 2222
+identity_file = "/etc/replicator/id"
+known_hosts = "/etc/replicator/known_hosts"
+
+[[job]]
+name = "tank"
+[job.source]
+kind = "zfs"
+datasets = ["tank/data", "tank/home"]
+recursive = true
+[[job.target]]
+name = "offsite"
+host = "backup"
+path = "backup/hostA"
+[[job.target]]
+path = "tank2/copy"
+
+[[job]]
+name = "home"
+snapshot_prefix = "hourly"
+[job.source]
+kind = "btrfs"
+subvolumes = ["/srv/home", "/srv/www/"]
+snapshot_dir = "/srv/.snapshots/"
+[[job.target]]
+host = "backup"
+path = "/mnt/backup/hostA/"
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        parse_config(text)
+    return e.value.problems
+
+
+def test_a_good_config_parses_with_defaults():
+    config = parse_config(GOOD)
+    tank, home = config.jobs
+    assert tank.source == ZfsSource(datasets=("tank/data", "tank/home"), recursive=True)
+    assert [t.name for t in tank.targets] == ["offsite", "local"]
+    assert tank.snapshot_prefix == "replicator"
+    assert config.hosts["backup"].port == 2222 and config.hosts["backup"].user == "root"
+    assert home.source == BtrfsSource(subvolumes=("/srv/home", "/srv/www/"), snapshot_dir="/srv/.snapshots")
+    assert home.targets[0].path == "/mnt/backup/hostA" and home.targets[0].name == "backup"
+
+
+def test_every_problem_is_reported_with_its_key_path():
+    text = GOOD.replace('port = 2222', 'port = "ssh"').replace('"tank/home"', '"tank/ho;me"') \
+               .replace('host = "backup"\npath = "/mnt', 'hots = "backup"\npath = "/mnt')
+    found = problems(text)
+    assert any(p.startswith("hosts.backup.port: expected an integer") for p in found), found
+    assert any(p.startswith("job[0].source.datasets[1]: 'tank/ho;me' contains ';'") for p in found), found
+    assert any(p.startswith("job[1].target[0].hots: unknown option; did you mean 'host'?") for p in found), found
+
+
+def test_unknown_host_names_the_hosts_that_exist():
+    found = problems(GOOD.replace('host = "backup"\npath = "backup/hostA"', 'host = "nas"\npath = "backup/hostA"'))
+    assert found == ["job[0].target[0].host: no [hosts.nas] table (hosts: backup): define it or fix the name"]
+
+
+@pytest.mark.parametrize("change, where", [
+    (('kind = "zfs"', 'kind = "ext4"'), "job[0].source.kind"),
+    (('name = "home"', 'name = "tank"'), "job[1].name"),
+    (('path = "tank2/copy"', 'path = "tank2/copy"\nname = "offsite"'), "job[0].target[1].name"),
+    (('"/srv/www/"', '"/other/home"'), "job[1].source.subvolumes"),
+    (('snapshot_dir = "/srv/.snapshots/"', 'snapshot_dir = "snaps"'), "job[1].source.snapshot_dir"),
+    (('recursive = true', 'recursive = "yes"'), "job[0].source.recursive"),
+    (('port = 2222', 'port = true'), "hosts.backup.port"),
+    (('port = 2222', 'port = 70000'), "hosts.backup.port"),
+    (('address = "127.0.0.1"', 'address = "-oProxyCommand=x"'), "hosts.backup.address"),
+    (('snapshot_prefix = "hourly"', 'snapshot_prefix = "a b"'), "job[1].snapshot_prefix"),
+    (('datasets = ["tank/data", "tank/home"]', 'datasets = ["tank/data", "tank/data/sub"]'), "job[0].source.datasets"),
+])
+def test_bad_values_are_refused_where_they_are(change, where):
+    found = problems(GOOD.replace(*change))
+    assert any(p.startswith(where + ":") for p in found), found
+
+
+def test_no_jobs_is_an_error_with_advice():
+    assert problems("") == ["job: no jobs are defined: add a [[job]] table (see config.example.toml)"]
+
+
+def test_invalid_toml_says_where():
+    assert "not valid TOML" in problems("[[job]\n")[0]
+
+
+def test_the_example_config_is_valid():
+    from pathlib import Path
+    text = (Path(__file__).parents[2] / "config.example.toml").read_text()
+    assert parse_config(text).jobs
