@@ -1,0 +1,124 @@
+"""btrfs through the `btrfs` command, on any runner.
+
+A snapshot directory (source) or a target directory holds entries named `subvolume@snapshot`.
+One `btrfs subvolume list` per directory lists them all; it prints paths from the filesystem's
+top level, so the directory's own path from there is found with `findmnt` first.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from replicator.adapters.runner import Runner
+from replicator.core import names
+from replicator.core.errors import CommandError, SnapshotError
+from replicator.core.model import Snapshot, oldest_first
+from replicator.core.planner import Step, StepKind
+
+_LINE = re.compile(r"ID (\d+) gen (\d+) cgen (\d+) top level (\d+) received_uuid (\S+)\s+uuid (\S+) path (.*)")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A subvolume directly inside a listed directory."""
+
+    name: str
+    uuid: str
+    received_uuid: str | None
+    cgen: int
+
+
+class Btrfs:
+    """The btrfs commands this tool needs, run through one `Runner`."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    async def entries(self, directory: str) -> dict[str, Entry] | None:
+        """The subvolumes directly inside `directory`, or None if it does not exist."""
+        if (await self.runner.run(["test", "-d", directory])).status != 0:
+            return None
+        found = await self.runner.run(["findmnt", "-J", "-o", "FSROOT,TARGET,FSTYPE", "-T", directory])
+        mount = json.loads(found.check().stdout)["filesystems"][0]
+        if mount.get("fstype") != "btrfs":
+            raise CommandError(f"{directory} on {self.runner.where} is not on a btrfs filesystem "
+                               f"(it is on {mount.get('fstype')} mounted at {mount.get('target')})",
+                               hint="point the path at a directory on a mounted btrfs filesystem")
+        inside = posixpath.relpath(directory, mount["target"])
+        from_top = posixpath.normpath(posixpath.join(mount["fsroot"].lstrip("/"), inside))
+        from_top = "" if from_top == "." else from_top
+        done = (await self.runner.run(["btrfs", "subvolume", "list", "-o", "-u", "-R", "-c",
+                                       directory])).check()
+        result = {}
+        for line in done.stdout.splitlines():
+            match = _LINE.fullmatch(line.strip("\n"))
+            if not match:
+                continue
+            parent, _, name = match.group(7).rpartition("/")
+            if parent != from_top:
+                continue
+            received = match.group(5)
+            result[name] = Entry(name=name, uuid=match.group(6),
+                                 received_uuid=None if received == "-" else received,
+                                 cgen=int(match.group(3)))
+        return result
+
+    async def snapshot(self, subvolume: str, snapshot_dir: str, entry: str) -> None:
+        (await self.runner.run(["mkdir", "-p", "--", snapshot_dir])).check()
+        done = await self.runner.run(["btrfs", "subvolume", "snapshot", "-r", "--", subvolume,
+                                      posixpath.join(snapshot_dir, entry)])
+        if done.status != 0:
+            raise SnapshotError(f"btrfs snapshot of {subvolume} into {snapshot_dir} failed on "
+                                f"{self.runner.where}: {done.stderr.strip()}",
+                                hint="check that the subvolume exists and that snapshot_dir is on "
+                                     "the same btrfs filesystem")
+
+    async def ensure_directory(self, directory: str) -> None:
+        (await self.runner.run(["mkdir", "-p", "--", directory])).check()
+
+
+def source_snapshots(entries: dict[str, Entry], subvolume: str, prefix: str) -> tuple[Snapshot, ...]:
+    """Our snapshots of `subvolume` in a snapshot directory, identified by their own UUID."""
+    snapshots = []
+    for entry in entries.values():
+        parsed = names.split_btrfs_entry(entry.name)
+        if not parsed or parsed[0] != subvolume:
+            continue
+        when = names.parse_snapshot_name(parsed[1], prefix)
+        if when is not None:
+            snapshots.append(Snapshot(name=parsed[1], guid=entry.uuid, order=entry.cgen,
+                                      creation=int(when.timestamp())))
+    return oldest_first(snapshots)
+
+
+def received_snapshots(entries: dict[str, Entry], subvolume: str) -> tuple[Snapshot, ...]:
+    """Completed received copies of `subvolume`'s snapshots, identified by `received_uuid`.
+
+    An entry without `received_uuid` is a receive that never finished: never a base."""
+    return oldest_first([Snapshot(name=parsed[1], guid=e.received_uuid, order=e.cgen)
+                         for e in entries.values()
+                         if e.received_uuid and (parsed := names.split_btrfs_entry(e.name))
+                         and parsed[0] == subvolume])
+
+
+def unfinished(entries: dict[str, Entry], subvolume: str) -> list[str]:
+    return sorted(e.name for e in entries.values() if not e.received_uuid
+                  and (parsed := names.split_btrfs_entry(e.name)) and parsed[0] == subvolume)
+
+
+def send_argv(snapshot_dir: str, subvolume: str, step: Step) -> list[str]:
+    if step.kind is StepKind.RESUME:
+        raise ValueError("btrfs streams cannot be resumed by token")
+    assert step.snapshot is not None
+    path = posixpath.join(snapshot_dir, names.btrfs_entry(subvolume, step.snapshot.name))
+    if step.base is None:
+        return ["btrfs", "send", "--", path]
+    parent = posixpath.join(snapshot_dir, names.btrfs_entry(subvolume, step.base.name))
+    return ["btrfs", "send", "-p", parent, "--", path]
+
+
+def receive_argv(directory: str) -> list[str]:
+    return ["btrfs", "receive", "--", directory]
+

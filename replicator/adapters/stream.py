@@ -1,0 +1,142 @@
+"""Move one send stream into one receive, counting bytes without copying them through Python.
+
+The send process writes into a pipe; a thread moves the bytes into the receive process's pipe
+with `os.splice` (kernel to kernel) and counts them for progress. Either end may be a local
+command or the OpenSSH client running the command on a remote host (`Runner.stream_argv`).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import structlog
+import trio
+
+from replicator.adapters.runner import C_LOCALE, Runner, command_failed
+from replicator.core.errors import CommandError, HostError
+
+log = structlog.get_logger()
+
+PIPE_SIZE = 1 << 20
+SPLICE_CHUNK = 1 << 20
+
+
+@dataclass(eq=False)
+class Progress:
+    """Bytes moved so far by one transfer; read by status and progress displays."""
+
+    label: str
+    expected: int | None = None
+    bytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.bytes / elapsed if elapsed > 0 else 0.0
+
+
+def _enlarge(fd: int) -> None:
+    # Bigger pipes mean fewer wake-ups per GiB; an unprivileged limit is not an error.
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
+
+
+def _relay(source: int, sink: int, progress: Progress) -> None:
+    """Splice everything from `source` to `sink`, then close both. Runs in a thread."""
+    try:
+        while True:
+            try:
+                moved = os.splice(source, sink, SPLICE_CHUNK)
+            except OSError as e:
+                if e.errno == errno.EPIPE:  # the receiver died; its exit status says why
+                    return
+                raise
+            if moved == 0:
+                return
+            progress.bytes += moved
+    finally:
+        os.close(source)
+        os.close(sink)
+
+
+async def _drain(stream: trio.abc.ReceiveStream | None, into: list[bytes]) -> None:
+    if stream is None:
+        return
+    async for chunk in stream:
+        into.append(chunk)
+
+
+async def transfer(sender: Runner, send_argv: Sequence[str], receiver: Runner,
+                   receive_argv: Sequence[str], progress: Progress) -> int:
+    """Run `send_argv` on sender piped into `receive_argv` on receiver; return bytes moved.
+
+    Raises CommandError (or HostError for the ssh transport) naming the side that failed, the
+    receiver first since a failed receive also breaks the sender's pipe. When cancelled, both
+    processes are killed, which also ends the relay thread.
+    """
+    send_read, send_write = os.pipe()
+    recv_read, recv_write = os.pipe()
+    for fd in (send_read, recv_write):
+        _enlarge(fd)
+    send_cmd = sender.stream_argv(send_argv)
+    recv_cmd = receiver.stream_argv(receive_argv)
+    procs: list[trio.Process] = []
+    try:
+        procs.append(await trio.lowlevel.open_process(
+            send_cmd, stdin=subprocess.DEVNULL, stdout=send_write, stderr=subprocess.PIPE, env=C_LOCALE))
+        procs.append(await trio.lowlevel.open_process(
+            recv_cmd, stdin=recv_read, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=C_LOCALE))
+    except FileNotFoundError as e:
+        for fd in (send_read, send_write, recv_read, recv_write):
+            os.close(fd)
+        for p in procs:
+            p.kill()
+        raise command_failed([e.filename or "?"], 127, f"{e.filename}: command not found", "localhost") from None
+    os.close(send_write)
+    os.close(recv_read)
+    send_proc, recv_proc = procs
+    send_err: list[bytes] = []
+    recv_err: list[bytes] = []
+    recv_out: list[bytes] = []
+    log.info("transfer started", label=progress.label, send=list(send_argv), receive=list(receive_argv),
+             sender=sender.where, receiver=receiver.where)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, send_proc.stderr, send_err)
+            nursery.start_soon(_drain, recv_proc.stderr, recv_err)
+            nursery.start_soon(_drain, recv_proc.stdout, recv_out)
+            await trio.to_thread.run_sync(_relay, send_read, recv_write, progress, abandon_on_cancel=True)
+            await send_proc.wait()
+            await recv_proc.wait()
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+        with trio.CancelScope(shield=True):
+            for p in procs:
+                await p.wait()
+    _check(receiver, receive_argv, recv_proc.returncode, b"".join(recv_err).decode(errors="replace"))
+    _check(sender, send_argv, send_proc.returncode, b"".join(send_err).decode(errors="replace"))
+    log.info("transfer done", label=progress.label, bytes=progress.bytes,
+             seconds=round(time.monotonic() - progress.started, 3))
+    return progress.bytes
+
+
+def _check(runner: Runner, argv: Sequence[str], status: int, stderr: str) -> None:
+    if status == 0:
+        return
+    if status == 255 and runner.where != "localhost":
+        raise HostError(f"the ssh transport to {runner.where} failed: {stderr.strip() or 'exit 255'}",
+                        hint="check that the OpenSSH client trusts the host key in the configured "
+                             "known_hosts and that the key is authorized")
+    error: CommandError = command_failed(argv, status, stderr, runner.where)
+    raise error

@@ -1,0 +1,114 @@
+"""ZFS through the `zfs` command, on any runner; portable down to zfs-fuse (pool v23).
+
+Listing uses `zfs get -H -p` rather than `zfs list -p`, which old ZFS lacks, and one call per
+root, so that many datasets cost one round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import structlog
+
+from replicator.adapters.runner import Runner
+from replicator.core.errors import SnapshotError
+from replicator.core.model import Snapshot, oldest_first
+from replicator.core.planner import Step, StepKind
+
+log = structlog.get_logger()
+
+_PROPS = "guid,createtxg,creation,type"
+
+
+class Zfs:
+    """The ZFS commands this tool needs, run through one `Runner`."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._one_snapshot_per_call = False
+
+    async def listing(self, roots: Sequence[str], *, recursive: bool) -> dict[str, tuple[Snapshot, ...]]:
+        """Every existing dataset under `roots` (or just the roots) with its snapshots, oldest
+        first. A root that does not exist is simply absent from the result."""
+        found: dict[str, dict[str, dict[str, str]]] = {}
+        for root in roots:
+            depth = ["-r"] if recursive else ["-d", "1"]
+            done = await self.runner.run(["zfs", "get", "-H", "-p", *depth, "-o", "name,property,value",
+                                          _PROPS, root])
+            if done.status != 0:
+                if "does not exist" in done.stderr:
+                    continue
+                done.check()
+            for line in done.stdout.splitlines():
+                name, _, rest = line.partition("\t")
+                prop, _, value = rest.partition("\t")
+                found.setdefault(name, {})[prop] = value
+        result: dict[str, list[Snapshot]] = {}
+        for name, props in found.items():
+            dataset, at, snap = name.partition("@")
+            if not at:
+                if props.get("type") in ("filesystem", "volume") and (recursive or dataset in roots):
+                    result.setdefault(dataset, [])
+                continue
+            if not recursive and dataset not in roots:
+                continue
+            result.setdefault(dataset, []).append(Snapshot(
+                name=snap, guid=props.get("guid", ""), order=_int(props.get("createtxg")),
+                creation=_int(props.get("creation"))))
+        return {ds: oldest_first(snaps) for ds, snaps in sorted(result.items())}
+
+    async def snapshot(self, datasets: Sequence[str], name: str, *, recursive: bool) -> None:
+        """Snapshot all datasets at once with one `zfs snapshot` call where the host's zfs can;
+        zfs-fuse takes one snapshot per call, so there each dataset is snapshotted in turn."""
+        flags = ["-r"] if recursive else []
+        targets = [f"{ds}@{name}" for ds in datasets]
+        if not self._one_snapshot_per_call or len(targets) == 1:
+            done = await self.runner.run(["zfs", "snapshot", *flags, *targets])
+            if done.status == 0:
+                return
+            if len(targets) == 1 or "too many arguments" not in done.stderr:
+                raise SnapshotError(f"zfs snapshot {' '.join(targets)} failed on {self.runner.where}: "
+                                    f"{done.stderr.strip()}", hint="check that the datasets exist and "
+                                    "that no snapshot of that name exists yet")
+            self._one_snapshot_per_call = True
+            log.warning("zfs cannot take several snapshots in one call; taking them one by one",
+                        where=self.runner.where, datasets=list(datasets))
+        for target in targets:
+            done = await self.runner.run(["zfs", "snapshot", *flags, target])
+            if done.status != 0:
+                raise SnapshotError(f"zfs snapshot {target} failed on {self.runner.where}: "
+                                    f"{done.stderr.strip()}")
+
+    async def create_parents(self, dataset: str) -> None:
+        """Create the datasets above `dataset` that receive needs to exist."""
+        parent = dataset.rpartition("/")[0]
+        if parent and "/" in parent:
+            done = await self.runner.run(["zfs", "get", "-H", "-o", "value", "type", parent])
+            if done.status != 0:
+                (await self.runner.run(["zfs", "create", "-p", parent])).check()
+
+    async def set_readonly(self, dataset: str) -> None:
+        # Without it, reading files on the target (atime) makes the next incremental fail.
+        (await self.runner.run(["zfs", "set", "readonly=on", dataset])).check()
+
+
+def send_argv(dataset: str, step: Step) -> list[str]:
+    if step.kind is StepKind.RESUME:
+        return ["zfs", "send", "-t", step.resume_token or ""]
+    assert step.snapshot is not None
+    snapshot = f"{dataset}@{step.snapshot.name}"
+    if step.kind is StepKind.FULL:
+        return ["zfs", "send", snapshot]
+    assert step.base is not None
+    return ["zfs", "send", "-I" if step.intermediates else "-i", f"{dataset}@{step.base.name}", snapshot]
+
+
+def receive_argv(dataset: str) -> list[str]:
+    return ["zfs", "receive", dataset]
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0

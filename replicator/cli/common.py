@@ -1,0 +1,82 @@
+"""What the subcommands share: loading the config, choosing jobs, running trio with asyncio."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence
+
+import trio
+import trio_asyncio
+
+from replicator.core.config import Config, Job, parse_config
+from replicator.core.errors import ConfigError, UsageError
+
+DEFAULT_CONFIG = "/etc/replicator/config.toml"
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("REPLICATOR_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    path = config_path(args)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist",
+                         hint="pass --config FILE or set REPLICATOR_CONFIG; "
+                              "config.example.toml shows every option") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read config file {path}: {e}") from None
+    return parse_config(text, origin=str(path))
+
+
+def select_jobs(config: Config, wanted: Sequence[str]) -> list[Job]:
+    if not wanted:
+        return list(config.jobs)
+    unknown = [name for name in wanted if config.job(name) is None]
+    if unknown:
+        raise UsageError(f"no job named {', '.join(map(repr, unknown))} in the config",
+                         hint=f"jobs: {', '.join(j.name for j in config.jobs)}")
+    return [job for job in config.jobs if job.name in wanted]
+
+
+def run_async(fn: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """Run `fn` under trio with an asyncio loop beside it, which asyncssh needs."""
+
+    async def main() -> int:
+        async with trio_asyncio.open_loop():
+            return await fn(*args)
+
+    return trio.run(main)
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    json.dump(to_jsonable(value), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} B"
+
+
+__all__ = ["ConfigError", "config_path", "load_config", "select_jobs", "run_async", "print_json"]

@@ -1,0 +1,39 @@
+"""`replicator run --once`: snapshot every job, then replicate it."""
+
+from __future__ import annotations
+
+import argparse
+
+from replicator.cli import replicate, snapshot
+from replicator.cli.common import load_config, print_json, run_async, select_jobs
+from replicator.core.errors import UsageError
+from replicator.engine.context import open_context
+from replicator.engine.snapshot import take_snapshots
+
+
+def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser("run", parents=[common], help="snapshot, then replicate")
+    parser.add_argument("--once", action="store_true",
+                        help="one pass over the jobs, then exit (the daemon comes later)")
+    replicate.add_options(parser)
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    if not args.once:
+        raise UsageError("`replicator run` needs --once", hint="run `replicator run --once`")
+    config = load_config(args)
+    jobs = select_jobs(config, args.jobs)
+
+    async def go():
+        async with open_context(config) as ctx:
+            taken = [await take_snapshots(job, ctx, dry_run=args.dry_run) for job in jobs]
+            return taken, await replicate.replicate_with_progress(ctx, jobs, args)
+
+    taken, sent = run_async(go)
+    if args.json:
+        print_json({"snapshots": taken, "replication": sent})
+    else:
+        snapshot.report(taken, False)
+        replicate.report(sent, False)
+    return max(snapshot.exit_code(taken), replicate.exit_code(sent))

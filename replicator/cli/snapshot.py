@@ -1,0 +1,48 @@
+"""`replicator snapshot [JOB...]`: take the jobs' snapshots now."""
+
+from __future__ import annotations
+
+import argparse
+
+from replicator.cli.common import load_config, print_json, run_async, select_jobs
+from replicator.core.errors import EXIT_OK, EXIT_SNAPSHOT_FAILED
+from replicator.engine.context import open_context
+from replicator.engine.snapshot import SnapshotResult, take_snapshots
+
+
+def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser("snapshot", parents=[common], help="take the jobs' snapshots now")
+    parser.add_argument("jobs", nargs="*", metavar="JOB", help="jobs to snapshot (default: all)")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be snapshotted")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    jobs = select_jobs(config, args.jobs)
+
+    async def go() -> list[SnapshotResult]:
+        async with open_context(config) as ctx:
+            return [await take_snapshots(job, ctx, dry_run=args.dry_run) for job in jobs]
+
+    results = run_async(go)
+    report(results, args.json)
+    return exit_code(results)
+
+
+def exit_code(results: list[SnapshotResult]) -> int:
+    return EXIT_OK if all(r.ok for r in results) else EXIT_SNAPSHOT_FAILED
+
+
+def report(results: list[SnapshotResult], as_json: bool) -> None:
+    if as_json:
+        print_json(results)
+        return
+    for r in results:
+        if r.error:
+            print(f"job {r.job}: snapshot FAILED: {r.error}")
+        else:
+            verb = "would take" if r.dry_run else "took"
+            print(f"job {r.job}: {verb} {r.name} of {len(r.taken)} dataset(s)")
+            for path in r.taken:
+                print(f"  {path}")

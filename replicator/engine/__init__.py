@@ -1,0 +1,1 @@
+"""Wires the pure core to the adapters: snapshot a job, replicate a job to its targets."""

@@ -1,0 +1,200 @@
+"""Replicate a job to each of its targets: list both sides, plan, stream, report per dataset.
+
+A target that fails (unreachable host, conflict, failed receive) is reported and the others go
+on; nothing here destroys anything on either side.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import structlog
+import trio
+
+from replicator.adapters import btrfs as btrfs_adapter
+from replicator.adapters import zfs as zfs_adapter
+from replicator.adapters.btrfs import Btrfs
+from replicator.adapters.runner import Runner
+from replicator.adapters.stream import Progress, transfer
+from replicator.adapters.zfs import Zfs
+from replicator.core import names
+from replicator.core.config import BtrfsSource, Job, Target, ZfsSource
+from replicator.core.errors import ReplicatorError
+from replicator.core.model import Snapshot
+from replicator.core.planner import Conflict, Plan, Step, StepKind, plan
+from replicator.engine.context import Context
+
+log = structlog.get_logger()
+
+MAX_PARALLEL_TARGETS = 4
+
+
+@dataclass
+class Transferred:
+    kind: str
+    snapshot: str | None
+    base: str | None
+    intermediates: bool
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TargetResult:
+    """What happened to one source dataset or subvolume on one target."""
+
+    job: str
+    target: str
+    source: str
+    destination: str
+    status: str  # replicated | up_to_date | planned | no_snapshots | failed
+    transfers: list[Transferred] = field(default_factory=list)
+    error: str | None = None
+    conflict: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+async def replicate_job(job: Job, ctx: Context, *, dry_run: bool = False,
+                        only_targets: Sequence[str] = ()) -> list[TargetResult]:
+    """Bring every target of `job` up to date; one result per source dataset and target."""
+    targets = [t for t in job.targets if not only_targets or t.name in only_targets]
+    results: list[TargetResult] = []
+    limiter = trio.CapacityLimiter(MAX_PARALLEL_TARGETS)
+
+    async def one(target: Target) -> None:
+        async with limiter:
+            results.extend(await _replicate_target(job, target, ctx, dry_run))
+
+    async with trio.open_nursery() as nursery:
+        for target in targets:
+            nursery.start_soon(one, target)
+    order = {t.name: i for i, t in enumerate(job.targets)}
+    return sorted(results, key=lambda r: (order[r.target], r.source))
+
+
+async def _replicate_target(job: Job, target: Target, ctx: Context, dry_run: bool) -> list[TargetResult]:
+    try:
+        runner = await ctx.runner(target.host)
+        if isinstance(job.source, ZfsSource):
+            return await _zfs_target(job, job.source, target, runner, ctx, dry_run)
+        return await _btrfs_target(job, job.source, target, runner, ctx, dry_run)
+    except ReplicatorError as e:
+        log.error("target failed", job=job.name, target=target.name, error=str(e))
+        return [TargetResult(job.name, target.name, "*", target.where, "failed", error=str(e))]
+
+
+async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner, ctx: Context,
+                      dry_run: bool) -> list[TargetResult]:
+    local = Zfs(ctx.local)
+    remote = Zfs(runner)
+    source_listing = await local.listing(source.datasets, recursive=source.recursive)
+    target_listing = await remote.listing([target.path], recursive=True)
+    results = []
+    for dataset in _parents_first([*source_listing, *(d for d in source.datasets if d not in source_listing)]):
+        destination = names.zfs_target_dataset(target.path, dataset)
+        result = TargetResult(job.name, target.name, dataset, _where(target, destination), "up_to_date")
+        results.append(result)
+        if dataset not in source_listing:
+            result.status, result.error = "failed", f"source dataset {dataset} does not exist"
+            continue
+        decision = plan(source_listing[dataset], target_listing.get(destination), intermediates=True)
+
+        async def send_one(step: Step, dataset: str = dataset, destination: str = destination) -> int:
+            if step.kind is StepKind.FULL:
+                await remote.create_parents(destination)
+            moved = await _stream(ctx, f"{job.name}/{target.name} {dataset}", ctx.local,
+                                  zfs_adapter.send_argv(dataset, step), runner,
+                                  zfs_adapter.receive_argv(destination))
+            if step.kind is StepKind.FULL:
+                await remote.set_readonly(destination)
+            return moved
+
+        await _carry_out(result, decision, dry_run, send_one)
+    return results
+
+
+async def _btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Runner, ctx: Context,
+                        dry_run: bool) -> list[TargetResult]:
+    source_entries = await Btrfs(ctx.local).entries(source.snapshot_dir) or {}
+    remote = Btrfs(runner)
+    target_entries = await remote.entries(target.path)
+    if target_entries is None and not dry_run:
+        await remote.ensure_directory(target.path)
+    results = []
+    for subvolume_path in source.subvolumes:
+        subvolume = names.basename(subvolume_path)
+        result = TargetResult(job.name, target.name, subvolume_path, _where(target, target.path), "up_to_date")
+        results.append(result)
+        received = btrfs_adapter.received_snapshots(target_entries or {}, subvolume)
+        decision = plan(btrfs_adapter.source_snapshots(source_entries, subvolume, job.snapshot_prefix),
+                        received or None, intermediates=False)
+        leftovers = btrfs_adapter.unfinished(target_entries or {}, subvolume)
+        if leftovers and isinstance(decision, Plan) and not decision.up_to_date:
+            result.status = "failed"
+            result.error = (f"{target.where} holds subvolume(s) from a receive that did not finish: "
+                            f"{', '.join(leftovers)}. They are not complete copies; delete them "
+                            "(btrfs subvolume delete) and replicate again")
+            continue
+
+        async def send_one(step: Step, subvolume: str = subvolume) -> int:
+            return await _stream(ctx, f"{job.name}/{target.name} {subvolume}", ctx.local,
+                                 btrfs_adapter.send_argv(source.snapshot_dir, subvolume, step), runner,
+                                 btrfs_adapter.receive_argv(target.path))
+
+        await _carry_out(result, decision, dry_run, send_one)
+    return results
+
+
+async def _carry_out(result: TargetResult, decision: Plan | Conflict, dry_run: bool, send_one) -> None:
+    """Run a plan's steps in order, recording each; stop at the first failure."""
+    if isinstance(decision, Conflict):
+        result.status, result.conflict, result.error = "failed", decision.kind.value, decision.message
+        log.error("conflict", job=result.job, target=result.target, source=result.source,
+                  conflict=decision.kind.value)
+        return
+    if not decision.steps:
+        return
+    result.status = "planned" if dry_run else "replicated"
+    for step in decision.steps:
+        record = Transferred(step.kind.value, _name(step.snapshot), _name(step.base), step.intermediates)
+        result.transfers.append(record)
+        if dry_run:
+            continue
+        started = time.monotonic()
+        try:
+            record.bytes = await send_one(step)
+        except ReplicatorError as e:
+            result.status, result.error = "failed", str(e)
+            log.error("transfer failed", job=result.job, target=result.target, source=result.source,
+                      error=str(e))
+            return
+        finally:
+            record.seconds = round(time.monotonic() - started, 3)
+
+
+async def _stream(ctx: Context, label: str, sender: Runner, send_argv: list[str], receiver: Runner,
+                  receive_argv: list[str]) -> int:
+    progress = Progress(label)
+    ctx.active.add(progress)
+    try:
+        return await transfer(sender, send_argv, receiver, receive_argv, progress)
+    finally:
+        ctx.active.discard(progress)
+
+
+def _parents_first(datasets: Sequence[str]) -> list[str]:
+    # Receiving a child needs its parent on the target; a parent sorts before its children.
+    return sorted(dict.fromkeys(datasets), key=lambda d: (d.count("/"), d))
+
+
+def _where(target: Target, path: str) -> str:
+    return f"{target.host}:{path}" if target.host else path
+
+
+def _name(snapshot: Snapshot | None) -> str | None:
+    return snapshot.name if snapshot else None

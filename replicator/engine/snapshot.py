@@ -1,0 +1,79 @@
+"""Take a job's snapshots: one atomic call for ZFS, one read-only snapshot per btrfs subvolume."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+import structlog
+import trio
+
+from replicator.adapters.btrfs import Btrfs
+from replicator.adapters.zfs import Zfs
+from replicator.core import names
+from replicator.core.config import BtrfsSource, Job
+from replicator.core.errors import ReplicatorError
+from replicator.engine.context import Context
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResult:
+    job: str
+    name: str
+    taken: tuple[str, ...]
+    dry_run: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def take_snapshots(job: Job, ctx: Context, *, dry_run: bool = False,
+                         clock: Callable[[], datetime] = _utcnow) -> SnapshotResult:
+    """Snapshot every dataset or subvolume of `job`; errors are returned, not raised."""
+    try:
+        return await _take(job, ctx, dry_run, clock)
+    except ReplicatorError as e:
+        log.error("snapshot failed", job=job.name, error=str(e))
+        return SnapshotResult(job=job.name, name="", taken=(), error=str(e))
+
+
+async def _take(job: Job, ctx: Context, dry_run: bool, clock: Callable[[], datetime]) -> SnapshotResult:
+    source = job.source
+    for _ in range(3):
+        name = names.snapshot_name(job.snapshot_prefix, clock())
+        if isinstance(source, BtrfsSource):
+            entries = await Btrfs(ctx.local).entries(source.snapshot_dir) or {}
+            paths = [posixpath.join(source.snapshot_dir, names.btrfs_entry(names.basename(sv), name))
+                     for sv in source.subvolumes]
+            taken_already = any(names.basename(p) in entries for p in paths)
+        else:
+            listing = await Zfs(ctx.local).listing(source.datasets, recursive=False)
+            paths = [f"{ds}@{name}" for ds in source.datasets]
+            taken_already = any(s.name == name for snaps in listing.values() for s in snaps)
+        if not taken_already:
+            break
+        # Names have one-second resolution; two runs within a second wait for the next one.
+        await trio.sleep(1.0 - clock().microsecond / 1e6)
+    else:
+        return SnapshotResult(job=job.name, name=name, taken=(), error=f"snapshot {name} exists already")
+    if dry_run:
+        return SnapshotResult(job=job.name, name=name, taken=tuple(paths), dry_run=True)
+    if isinstance(source, BtrfsSource):
+        btrfs = Btrfs(ctx.local)
+        for subvolume in source.subvolumes:
+            await btrfs.snapshot(subvolume, source.snapshot_dir,
+                                 names.btrfs_entry(names.basename(subvolume), name))
+    else:
+        await Zfs(ctx.local).snapshot(source.datasets, name, recursive=source.recursive)
+    log.info("snapshots taken", job=job.name, snapshot=name, count=len(paths))
+    return SnapshotResult(job=job.name, name=name, taken=tuple(paths))
