@@ -64,7 +64,7 @@ def report(results: list[TargetResult], as_json: bool) -> None:
         print_json(results)
         return
     for r in results:
-        head = f"{r.job} -> {r.target}: {r.source}"
+        head = f"{r.job} -> {r.target}" + (f": {r.source}" if r.source != "*" else "")
         if r.status == "failed":
             print(f"{head}: FAILED: {r.error}")
             continue
