@@ -11,6 +11,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass
+from typing import Sequence
 from replicator.adapters.runner import Runner
 from replicator.core import names
 from replicator.core.errors import CommandError, SnapshotError
@@ -74,6 +75,11 @@ class Btrfs:
                                 f"{self.runner.where}: {done.stderr.strip()}",
                                 hint="check that the subvolume exists and that snapshot_dir is on "
                                      "the same btrfs filesystem")
+
+    async def delete(self, paths: Sequence[str]) -> None:
+        """Delete these snapshot subvolumes (one call for all of them)."""
+        if paths:
+            (await self.runner.run(["btrfs", "subvolume", "delete", "--", *paths])).check()
 
     async def ensure_directory(self, directory: str) -> None:
         (await self.runner.run(["mkdir", "-p", "--", directory])).check()

@@ -17,7 +17,7 @@ from replicator.core.planner import Step, StepKind
 
 log = structlog.get_logger()
 
-_PROPS = "guid,createtxg,creation,type"
+_PROPS = "guid,createtxg,creation,type,userrefs"
 
 
 class Zfs:
@@ -54,7 +54,7 @@ class Zfs:
                 continue
             result.setdefault(dataset, []).append(Snapshot(
                 name=snap, guid=props.get("guid", ""), order=_int(props.get("createtxg")),
-                creation=_int(props.get("creation"))))
+                creation=_int(props.get("creation")), holds=_int(props.get("userrefs"))))
         return {ds: oldest_first(snaps) for ds, snaps in sorted(result.items())}
 
     async def snapshot(self, datasets: Sequence[str], name: str, *, recursive: bool) -> None:
@@ -86,6 +86,23 @@ class Zfs:
             done = await self.runner.run(["zfs", "get", "-H", "-o", "value", "type", parent])
             if done.status != 0:
                 (await self.runner.run(["zfs", "create", "-p", parent])).check()
+
+    async def destroy_snapshot(self, dataset: str, snapshot: str) -> None:
+        """Destroy exactly one snapshot; never a dataset, never recursively."""
+        (await self.runner.run(["zfs", "destroy", f"{dataset}@{snapshot}"])).check()
+
+    async def hold(self, tag: str, dataset: str, snapshot: str) -> None:
+        done = await self.runner.run(["zfs", "hold", tag, f"{dataset}@{snapshot}"])
+        if done.status != 0 and "tag already exists" not in done.stderr:
+            done.check()
+
+    async def release(self, tag: str, dataset: str, snapshot: str) -> bool:
+        """Release our hold; False if the snapshot does not carry `tag` (someone else's hold)."""
+        done = await self.runner.run(["zfs", "release", tag, f"{dataset}@{snapshot}"])
+        if done.status != 0 and ("no such tag" in done.stderr or "does not exist" in done.stderr):
+            return False
+        done.check()
+        return True
 
     async def set_readonly(self, dataset: str) -> None:
         # Without it, reading files on the target (atime) makes the next incremental fail.

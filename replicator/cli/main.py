@@ -8,10 +8,10 @@ import sys
 from typing import Sequence
 
 from replicator import __version__, logsetup
-from replicator.cli import check_config, demo, replicate, run, snapshot
+from replicator.cli import check_config, demo, prune, replicate, run, snapshot
 from replicator.core.errors import EXIT_USAGE, ReplicatorError
 
-SUBCOMMANDS = (check_config, snapshot, replicate, run, demo)
+SUBCOMMANDS = (check_config, snapshot, replicate, prune, run, demo)
 
 EPILOG = """exit codes:
   0  done            1  warning          2  usage or config error (nothing changed)

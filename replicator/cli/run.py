@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from replicator.cli import replicate, snapshot
+from replicator.cli import prune, replicate, snapshot
 from replicator.cli.common import load_config, print_json, run_async, select_jobs
 from replicator.core.errors import UsageError
 from replicator.engine.context import open_context
+from replicator.engine.prune import prune_job
 from replicator.engine.snapshot import take_snapshots
 
 
 def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser("run", parents=[common], help="snapshot, then replicate")
+    parser = commands.add_parser("run", parents=[common], help="snapshot, replicate, then prune")
     parser.add_argument("--once", action="store_true",
                         help="one pass over the jobs, then exit (the daemon comes later)")
     replicate.add_options(parser)
@@ -28,12 +29,16 @@ def handle(args: argparse.Namespace) -> int:
     async def go():
         async with open_context(config) as ctx:
             taken = [await take_snapshots(job, ctx, dry_run=args.dry_run) for job in jobs]
-            return taken, await replicate.replicate_with_progress(ctx, jobs, args)
+            sent = await replicate.replicate_with_progress(ctx, jobs, args)
+            # Only after replication: what was just sent may be the base retention must keep.
+            pruned = [await prune_job(job, ctx, dry_run=args.dry_run) for job in jobs]
+            return taken, sent, pruned
 
-    taken, sent = run_async(go)
+    taken, sent, pruned = run_async(go)
     if args.json:
-        print_json({"snapshots": taken, "replication": sent})
+        print_json({"snapshots": taken, "replication": sent, "prune": pruned})
     else:
         snapshot.report(taken, False)
         replicate.report(sent, False)
-    return max(snapshot.exit_code(taken), replicate.exit_code(sent))
+        prune.report(pruned, False, only_changes=True)
+    return max(snapshot.exit_code(taken), replicate.exit_code(sent), prune.exit_code(pruned))

@@ -14,6 +14,7 @@ from typing import Any, Literal, Mapping
 
 from replicator.core import names
 from replicator.core.errors import ConfigError
+from replicator.core.retention import Policy, RetentionSyntaxError, parse_preserve, parse_preserve_min
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -29,10 +30,23 @@ class Host:
     connect_timeout: float = 15.0
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """A retention policy and the time zone its days and weeks are counted in ("local": the
+    host's). The default keeps everything: nothing is pruned until a policy says so."""
+
+    policy: Policy = Policy()
+    timezone: str = "local"
+
+
 @dataclass(frozen=True, slots=True)
 class ZfsSource:
     datasets: tuple[str, ...]
     recursive: bool = False
+    retention: Retention = Retention()
     kind: Literal["zfs"] = "zfs"
 
 
@@ -40,6 +54,7 @@ class ZfsSource:
 class BtrfsSource:
     subvolumes: tuple[str, ...]
     snapshot_dir: str
+    retention: Retention = Retention()
     kind: Literal["btrfs"] = "btrfs"
 
 
@@ -51,6 +66,7 @@ class Target:
     name: str
     path: str
     host: str | None = None
+    retention: Retention = Retention()
 
     @property
     def where(self) -> str:
@@ -69,6 +85,9 @@ class Job:
 class Config:
     hosts: Mapping[str, Host]
     jobs: tuple[Job, ...]
+    # Lock files and (later) the transaction log live here; None: $STATE_DIRECTORY (systemd)
+    # or /var/lib/replicator.
+    state_dir: str | None = None
 
     def job(self, name: str) -> Job | None:
         return next((j for j in self.jobs if j.name == name), None)
@@ -146,7 +165,10 @@ class _Reader:
         return tuple(result)
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        top = self.table("", data, {"hosts", "job"})
+        top = self.table("", data, {"hosts", "job", "state_dir"})
+        state_dir = self.get("", top, "state_dir", str, None)
+        if state_dir is not None and not state_dir.startswith("/"):
+            self.problem("state_dir", f"{state_dir!r} is relative: give an absolute path")
         hosts_table = self.get("", top, "hosts", dict, {})
         hosts = {name: self.host(f"hosts.{name}", name, value)
                  for name, value in (hosts_table or {}).items()}
@@ -160,7 +182,7 @@ class _Reader:
             if job.name in seen:
                 self.problem(f"job[{i}].name", f"{job.name!r} is used by another job: names must be unique")
             seen.add(job.name)
-        return Config(hosts=hosts, jobs=jobs)
+        return Config(hosts=hosts, jobs=jobs, state_dir=state_dir)
 
     def host(self, path: str, name: str, value: Any) -> Host:
         if not _NAME.fullmatch(name):
@@ -214,7 +236,7 @@ class _Reader:
             return None
         kind = self.get(path, value, "kind", str)
         if kind == "zfs":
-            t = self.table(path, value, {"kind", "datasets", "recursive"})
+            t = self.table(path, value, {"kind", "datasets", "recursive", "retention"})
             datasets = self.strings(path, t, "datasets")
             for i, ds in enumerate(datasets):
                 if why := names.zfs_dataset_problem(ds):
@@ -226,9 +248,10 @@ class _Reader:
                         if b.startswith(a + "/"):
                             self.problem(f"{path}.datasets",
                                          f"{b!r} is inside {a!r}, which recursive = true already covers")
-            return ZfsSource(datasets=datasets, recursive=bool(recursive))
+            return ZfsSource(datasets=datasets, recursive=bool(recursive),
+                             retention=self.retention(path, t))
         if kind == "btrfs":
-            t = self.table(path, value, {"kind", "subvolumes", "snapshot_dir"})
+            t = self.table(path, value, {"kind", "subvolumes", "snapshot_dir", "retention"})
             subvolumes = self.strings(path, t, "subvolumes")
             for i, sv in enumerate(subvolumes):
                 if why := names.btrfs_path_problem(sv):
@@ -241,13 +264,14 @@ class _Reader:
             snapshot_dir = self.get(path, t, "snapshot_dir", str)
             if snapshot_dir is not None and (why := names.btrfs_path_problem(snapshot_dir)):
                 self.problem(f"{path}.snapshot_dir", why)
-            return BtrfsSource(subvolumes=subvolumes, snapshot_dir=(snapshot_dir or "").rstrip("/"))
+            return BtrfsSource(subvolumes=subvolumes, snapshot_dir=(snapshot_dir or "").rstrip("/"),
+                               retention=self.retention(path, t))
         if kind is not None:
             self.problem(f"{path}.kind", f"{kind!r} is not a source kind: use \"zfs\" or \"btrfs\"")
         return None
 
     def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
-        t = self.table(path, value, {"name", "path", "host"})
+        t = self.table(path, value, {"name", "path", "host", "retention"})
         host = self.get(path, t, "host", str, None)
         if host is not None and host not in hosts:
             known = ", ".join(sorted(hosts)) or "none defined"
@@ -267,7 +291,48 @@ class _Reader:
         name = self.get(path, t, "name", str, host or "local")
         if name is not None and not _NAME.fullmatch(name):
             self.problem(f"{path}.name", f"{name!r}: target names use 1-64 letters, digits, '_', '.' and '-'")
-        return Target(name=name or "", path=target_path, host=host)
+        return Target(name=name or "", path=target_path, host=host, retention=self.retention(path, t))
+
+    def retention(self, parent: str, table: Mapping[str, Any]) -> Retention:
+        path = f"{parent}.retention"
+        t = self.table(path, self.get(parent, table, "retention", dict, {}) or {},
+                       {"preserve_min", "preserve", "day_start_hour", "week_start", "timezone"})
+        minimum = self.get(path, t, "preserve_min", str, "all") or "all"
+        try:
+            minimum = parse_preserve_min(minimum)
+        except RetentionSyntaxError as e:
+            self.problem(f"{path}.preserve_min", str(e))
+        preserve_text = self.get(path, t, "preserve", str, "") or ""
+        try:
+            rules = parse_preserve(preserve_text)
+        except RetentionSyntaxError as e:
+            self.problem(f"{path}.preserve", str(e))
+            rules = ()
+        hour = self.get(path, t, "day_start_hour", int, 0)
+        if hour is not None and not 0 <= hour <= 23:
+            self.problem(f"{path}.day_start_hour", f"{hour} is not an hour of the day (0-23)")
+        weekday = self.get(path, t, "week_start", str, "monday") or "monday"
+        if weekday.lower() not in WEEKDAYS:
+            self.problem(f"{path}.week_start", f"{weekday!r} is not a weekday: use one of {', '.join(WEEKDAYS)}")
+        zone = self.get(path, t, "timezone", str, "local") or "local"
+        if zone != "local" and not _known_zone(zone):
+            self.problem(f"{path}.timezone", f"{zone!r} is not a time zone name (e.g. \"Europe/Berlin\", "
+                                             "\"UTC\", or \"local\" for the host's)")
+        policy = Policy(preserve_min=minimum if isinstance(minimum, str) else "all", preserve=rules,
+                        day_start_hour=hour if hour is not None and 0 <= hour <= 23 else 0,
+                        week_start=WEEKDAYS.index(weekday.lower()) if weekday.lower() in WEEKDAYS else 0)
+        return Retention(policy=policy, timezone=zone)
+
+
+def _known_zone(name: str) -> bool:
+    # The tz database is data shipped with the OS or the tzdata package; looking a name up
+    # in it is the only way to know a zone exists.
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _type_name(value: Any) -> str:

@@ -12,13 +12,15 @@ class Snapshot:
     `guid` is what makes two snapshots the same across hosts: the ZFS `guid` (kept by send and
     receive), or for btrfs the source snapshot's UUID, which a received copy carries as its
     `received_uuid`. `order` sorts snapshots of one dataset oldest first (ZFS `createtxg`, btrfs
-    creation generation); `creation` is seconds since the epoch.
+    creation generation); `creation` is seconds since the epoch. `holds` counts ZFS user holds
+    (`userrefs`).
     """
 
     name: str
     guid: str
     order: int
     creation: int = 0
+    holds: int = 0
 
 
 def oldest_first(snapshots: list[Snapshot] | tuple[Snapshot, ...]) -> tuple[Snapshot, ...]:

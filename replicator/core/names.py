@@ -51,6 +51,11 @@ def zfs_target_dataset(root: str, source_dataset: str) -> str:
     return f"{root}/{source_dataset}"
 
 
+def hold_tag(job: str, target: str) -> str:
+    """The ZFS hold that pins a target's incremental base on the source."""
+    return f"replicator.{job}.{target}"
+
+
 def prefix_problem(prefix: str) -> str | None:
     if not _PREFIX.fullmatch(prefix):
         return (f"{prefix!r} is not a usable snapshot prefix: use 1-64 letters, digits, '_', '.' "

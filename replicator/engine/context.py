@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator
 
+from replicator.adapters.locks import state_dir
 from replicator.adapters.runner import LocalRunner, Runner, SshHosts, ssh_hosts
 from replicator.adapters.stream import Progress
 from replicator.core.config import Config
@@ -18,6 +20,10 @@ class Context:
     local: LocalRunner = field(default_factory=LocalRunner)
     # Transfers under way, for progress displays and status.
     active: set[Progress] = field(default_factory=set)
+
+    @property
+    def state_dir(self) -> Path:
+        return state_dir(self.config.state_dir)
 
     async def runner(self, host: str | None) -> Runner:
         """The runner for a target's host (None: this host). Raises HostError."""

@@ -16,6 +16,7 @@ import trio
 from replicator.adapters import btrfs as btrfs_adapter
 from replicator.adapters import zfs as zfs_adapter
 from replicator.adapters.btrfs import Btrfs
+from replicator.adapters.locks import target_lock
 from replicator.adapters.runner import Runner
 from replicator.adapters.stream import Progress, transfer
 from replicator.adapters.zfs import Zfs
@@ -25,6 +26,7 @@ from replicator.core.errors import ReplicatorError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Conflict, Plan, Step, StepKind, plan
 from replicator.engine.context import Context
+from replicator.engine.faults import crashpoint
 
 log = structlog.get_logger()
 
@@ -79,10 +81,11 @@ async def replicate_job(job: Job, ctx: Context, *, dry_run: bool = False,
 
 async def _replicate_target(job: Job, target: Target, ctx: Context, dry_run: bool) -> list[TargetResult]:
     try:
-        runner = await ctx.runner(target.host)
-        if isinstance(job.source, ZfsSource):
-            return await _zfs_target(job, job.source, target, runner, ctx, dry_run)
-        return await _btrfs_target(job, job.source, target, runner, ctx, dry_run)
+        with target_lock(ctx.state_dir, job.name, target.name):
+            runner = await ctx.runner(target.host)
+            if isinstance(job.source, ZfsSource):
+                return await _zfs_target(job, job.source, target, runner, ctx, dry_run)
+            return await _btrfs_target(job, job.source, target, runner, ctx, dry_run)
     except ReplicatorError as e:
         log.error("target failed", job=job.name, target=target.name, error=str(e))
         return [TargetResult(job.name, target.name, "*", target.where, "failed", error=str(e))]
@@ -103,6 +106,11 @@ async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runne
             result.status, result.error = "failed", f"source dataset {dataset} does not exist"
             continue
         decision = plan(source_listing[dataset], target_listing.get(destination), intermediates=True)
+        final = decision.steps[-1].snapshot if isinstance(decision, Plan) and decision.steps else None
+        if final is not None and not dry_run:
+            # Pin what is about to become the base before sending it (released on failure).
+            await local.hold(names.hold_tag(job.name, target.name), dataset, final.name)
+            crashpoint("after-hold")
 
         async def send_one(step: Step, dataset: str = dataset, destination: str = destination) -> int:
             if step.kind is StepKind.FULL:
@@ -115,7 +123,29 @@ async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runne
             return moved
 
         await _carry_out(result, decision, dry_run, send_one)
+        if isinstance(decision, Plan) and not dry_run:
+            crashpoint("after-receive")
+            base = final if result.status == "replicated" else decision.common
+            await move_base_hold(local, names.hold_tag(job.name, target.name), dataset,
+                                 source_listing[dataset], base, also_release=final)
     return results
+
+
+async def move_base_hold(zfs: Zfs, tag: str, dataset: str, snapshots: Sequence[Snapshot],
+                         base: Snapshot | None, also_release: Snapshot | None = None) -> None:
+    """Hold `base` for this target and release the target's hold everywhere else.
+
+    The order is what makes a crash at any point safe: the new base is held before any old
+    hold goes, so the source always has at least one held base for the target. Snapshots are
+    tried where the listing saw a hold (we cannot read tag names on every ZFS), and
+    `also_release` covers the one held since the listing.
+    """
+    if base is not None:
+        await zfs.hold(tag, dataset, base.name)
+        crashpoint("after-hold-moved")
+    held = {s.name for s in snapshots if s.holds} | ({also_release.name} if also_release else set())
+    for name in sorted(held - {base.name if base else ""}):
+        await zfs.release(tag, dataset, name)
 
 
 async def _btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Runner, ctx: Context,

@@ -24,11 +24,14 @@ class Result:
         return json.loads(self.out)
 
 
-def cli(config: Path, *args: str) -> Result:
-    """Run `python -m replicator ARGS --config CONFIG` as a user would, and capture it."""
+def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    """Run `python -m replicator ARGS --config CONFIG` as a user would, and capture it.
+
+    The state directory (locks) is the config's directory, as systemd's StateDirectory would be."""
     done = subprocess.run([sys.executable, "-m", "replicator", *args, "--config", str(config)],
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          env={**os.environ, "PYTHONUNBUFFERED": "1",
+                               "STATE_DIRECTORY": str(config.parent / "state"), **(env or {})})
     return Result(done.returncode, done.stdout, done.stderr)
 
 
