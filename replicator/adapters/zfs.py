@@ -26,6 +26,7 @@ class Zfs:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self._one_snapshot_per_call = False
+        self.has_bookmarks: bool | None = None  # unknown until asked; zfs-fuse has none
 
     async def listing(self, roots: Sequence[str], *, recursive: bool) -> dict[str, tuple[Snapshot, ...]]:
         """Every existing dataset under `roots` (or just the roots) with its snapshots, oldest
@@ -56,6 +57,37 @@ class Zfs:
                 name=snap, guid=props.get("guid", ""), order=_int(props.get("createtxg")),
                 creation=_int(props.get("creation")), holds=_int(props.get("userrefs"))))
         return {ds: oldest_first(snaps) for ds, snaps in sorted(result.items())}
+
+    async def bookmarks(self, roots: Sequence[str], *, recursive: bool) -> dict[str, tuple[Snapshot, ...]]:
+        """Bookmarks under `roots` by dataset (OpenZFS); empty where this ZFS has none."""
+        result: dict[str, list[Snapshot]] = {}
+        if self.has_bookmarks is False:
+            return {}
+        for root in roots:
+            depth = ["-r"] if recursive else ["-d", "1"]
+            done = await self.runner.run(["zfs", "list", "-H", "-p", "-t", "bookmark", *depth,
+                                          "-o", "name,guid,createtxg,creation", root])
+            if done.status != 0:
+                if "does not exist" in done.stderr:
+                    continue
+                self.has_bookmarks = False  # old ZFS: "invalid type 'bookmark'" or no -p
+                return {}
+            self.has_bookmarks = True
+            for line in done.stdout.splitlines():
+                name, guid, txg, creation = (line.split("\t") + ["", "", "", ""])[:4]
+                dataset, _, mark = name.partition("#")
+                result.setdefault(dataset, []).append(Snapshot(
+                    name=mark, guid=guid, order=_int(txg), creation=_int(creation), is_bookmark=True))
+        return {ds: oldest_first(marks) for ds, marks in result.items()}
+
+    async def bookmark(self, dataset: str, snapshot: str) -> None:
+        """Bookmark a snapshot under its own name, so that it can stay a base if it goes."""
+        done = await self.runner.run(["zfs", "bookmark", f"{dataset}@{snapshot}", f"{dataset}#{snapshot}"])
+        if done.status != 0 and "already exists" not in done.stderr:
+            done.check()
+
+    async def destroy_bookmark(self, dataset: str, bookmark: str) -> None:
+        (await self.runner.run(["zfs", "destroy", f"{dataset}#{bookmark}"])).check()
 
     async def snapshot(self, datasets: Sequence[str], name: str, *, recursive: bool) -> None:
         """Snapshot all datasets at once with one `zfs snapshot` call where the host's zfs can;
@@ -117,7 +149,8 @@ def send_argv(dataset: str, step: Step) -> list[str]:
     if step.kind is StepKind.FULL:
         return ["zfs", "send", snapshot]
     assert step.base is not None
-    return ["zfs", "send", "-I" if step.intermediates else "-i", f"{dataset}@{step.base.name}", snapshot]
+    base = f"{dataset}{'#' if step.base.is_bookmark else '@'}{step.base.name}"
+    return ["zfs", "send", "-I" if step.intermediates else "-i", base, snapshot]
 
 
 def receive_argv(dataset: str) -> list[str]:

@@ -13,7 +13,8 @@ class Snapshot:
     receive), or for btrfs the source snapshot's UUID, which a received copy carries as its
     `received_uuid`. `order` sorts snapshots of one dataset oldest first (ZFS `createtxg`, btrfs
     creation generation); `creation` is seconds since the epoch. `holds` counts ZFS user holds
-    (`userrefs`).
+    (`userrefs`). A bookmark (`is_bookmark`) can be the base of an incremental send on OpenZFS
+    but is never sent itself.
     """
 
     name: str
@@ -21,6 +22,7 @@ class Snapshot:
     order: int
     creation: int = 0
     holds: int = 0
+    is_bookmark: bool = False
 
 
 def oldest_first(snapshots: list[Snapshot] | tuple[Snapshot, ...]) -> tuple[Snapshot, ...]:

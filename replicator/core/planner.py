@@ -59,13 +59,17 @@ class Conflict:
 
 
 def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
-         resume_token: str | None = None, *, intermediates: bool = True) -> Plan | Conflict:
+         resume_token: str | None = None, *, intermediates: bool = True,
+         bookmarks: Sequence[Snapshot] = ()) -> Plan | Conflict:
     """What to send so that `target` holds every snapshot of `source` after their common one.
 
     `source` and `target` are ordered oldest first. `target` is None when the target dataset
     does not exist yet, and empty when it exists without snapshots. With `intermediates`, one
     incremental step carries all missing snapshots (ZFS `-I`); without, each missing snapshot is
-    its own step whose base is the one before (a btrfs `-p` chain).
+    its own step whose base is the one before (a btrfs `-p` chain). `bookmarks` (OpenZFS) stand
+    in for source snapshots that retention destroyed: when the newest thing the target shares is
+    only a bookmark on the source, the first step goes from the bookmark (`-i`, which cannot
+    carry intermediates) and the rest as usual.
     """
     if resume_token is not None:
         return Plan(steps=(Step(StepKind.RESUME, None, resume_token=resume_token),), common=None,
@@ -75,13 +79,37 @@ def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
     if target is None:
         return _from_scratch(source, intermediates)
 
-    source_guids = {s.guid for s in source}
     target_guids = {s.guid for s in target}
     common_index = max((i for i, s in enumerate(source) if s.guid in target_guids), default=None)
+    marks = [b for b in bookmarks if b.guid in target_guids
+             and (common_index is None or b.order > source[common_index].order)]
+    if marks:
+        return _from_bookmark(source, target, max(marks, key=lambda b: b.order), intermediates)
     if common_index is None:
         return _no_common(source, target)
 
     common = source[common_index]
+    conflict = _diverged(source, target, common)
+    if conflict:
+        return conflict
+    missing = source[common_index + 1:]
+    return Plan(steps=_incremental(common, missing, intermediates), common=common)
+
+
+def _from_bookmark(source: Sequence[Snapshot], target: Sequence[Snapshot], mark: Snapshot,
+                   intermediates: bool) -> Plan | Conflict:
+    conflict = _diverged(source, target, mark)
+    if conflict:
+        return conflict
+    missing = [s for s in source if s.order > mark.order]
+    if not missing:
+        return Plan(steps=(), common=mark)
+    first = Step(StepKind.INCREMENTAL, missing[0], base=mark)
+    return Plan(steps=(first,) + _incremental(missing[0], missing[1:], intermediates), common=mark)
+
+
+def _diverged(source: Sequence[Snapshot], target: Sequence[Snapshot], common: Snapshot) -> Conflict | None:
+    source_guids = {s.guid for s in source} | {common.guid}
     position_on_target = max(i for i, s in enumerate(target) if s.guid == common.guid)
     foreign_after = [s.name for s in target[position_on_target + 1:] if s.guid not in source_guids]
     if foreign_after:
@@ -92,9 +120,7 @@ def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
             "after replication, or the source was rolled back. Keep them by renaming the target, "
             "or destroy them on the target, then replicate again",
             source=_names(source), target=_names(target))
-
-    missing = source[common_index + 1:]
-    return Plan(steps=_incremental(common, missing, intermediates), common=common)
+    return None
 
 
 def _from_scratch(source: Sequence[Snapshot], intermediates: bool) -> Plan:

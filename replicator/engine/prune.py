@@ -82,7 +82,9 @@ class _Side:
     retention: Retention
     runner: Runner
     btrfs_dir: str | None = None  # where btrfs snapshot entries live; None for ZFS
+    bookmarks: Sequence[Snapshot] = ()
     protected: dict[str, str] = field(default_factory=dict)
+    base_guids: set[str] = field(default_factory=set)
 
 
 async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
@@ -110,14 +112,39 @@ async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
         if every_target_checked:
             for side in sources:
                 await _apply(side, job, report, dry_run, now)
+            await _prune_bookmarks(ctx, job, sources, report, dry_run)
     return report
+
+
+async def _prune_bookmarks(ctx: Context, job: Job, sources: list[_Side], report: PruneReport,
+                           dry_run: bool) -> None:
+    """Our bookmarks are only worth keeping as some target's base; the rest go."""
+    zfs = Zfs(ctx.local)
+    for side in sources:
+        for mark in side.bookmarks:
+            if names.parse_snapshot_name(mark.name, job.snapshot_prefix) is None:
+                continue
+            item = PruneItem("source", side.shown, f"#{mark.name}", "keep", ["bookmark of a target's base"])
+            if mark.guid not in side.base_guids:
+                item.action, item.reasons = "destroy", ["bookmark no target needs"]
+                if not dry_run:
+                    try:
+                        await zfs.destroy_bookmark(side.location, mark.name)
+                        item.action = "destroyed"
+                    except ReplicatorError as e:
+                        item.action = "failed"
+                        report.errors.append(f"source {side.shown}#{mark.name}: {e}")
+            report.items.append(item)
 
 
 async def _source_sides(job: Job, ctx: Context) -> list[_Side]:
     source = job.source
     if isinstance(source, ZfsSource):
-        listing = await Zfs(ctx.local).listing(source.datasets, recursive=source.recursive)
-        return [_Side("source", ds, ds, snaps, source.retention, ctx.local) for ds, snaps in listing.items()]
+        zfs = Zfs(ctx.local)
+        listing = await zfs.listing(source.datasets, recursive=source.recursive)
+        marks = await zfs.bookmarks(source.datasets, recursive=source.recursive)
+        return [_Side("source", ds, ds, snaps, source.retention, ctx.local, bookmarks=marks.get(ds, ()))
+                for ds, snaps in listing.items()]
     entries = await Btrfs(ctx.local).entries(source.snapshot_dir) or {}
     return [_Side("source", sv, sv, _btrfs_snapshots(entries, names.basename(sv), received=False),
                   source.retention, ctx.local, btrfs_dir=source.snapshot_dir) for sv in source.subvolumes]
@@ -142,9 +169,12 @@ async def _target_sides(job: Job, target: Target, ctx: Context, sources: list[_S
                                 target.retention, runner, btrfs_dir=target.path))
     for side, copy in zip(sources, copies):
         shared = {s.guid for s in copy.snapshots}
-        base = next((s for s in reversed(side.snapshots) if s.guid in shared), None)
+        candidates = [s for s in (*side.snapshots, *side.bookmarks) if s.guid in shared]
+        base = max(candidates, key=lambda s: s.order, default=None)
         if base is not None:
-            side.protected[base.name] = f"incremental base of target {target.name}"
+            side.base_guids.add(base.guid)
+            if not base.is_bookmark:
+                side.protected[base.name] = f"incremental base of target {target.name}"
             copy.protected.update({s.name: "incremental base (newest shared with the source)"
                                    for s in copy.snapshots if s.guid == base.guid})
     return copies

@@ -96,6 +96,7 @@ async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runne
     local = Zfs(ctx.local)
     remote = Zfs(runner)
     source_listing = await local.listing(source.datasets, recursive=source.recursive)
+    source_bookmarks = await local.bookmarks(source.datasets, recursive=source.recursive)
     target_listing = await remote.listing([target.path], recursive=True)
     results = []
     for dataset in _parents_first([*source_listing, *(d for d in source.datasets if d not in source_listing)]):
@@ -105,7 +106,8 @@ async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runne
         if dataset not in source_listing:
             result.status, result.error = "failed", f"source dataset {dataset} does not exist"
             continue
-        decision = plan(source_listing[dataset], target_listing.get(destination), intermediates=True)
+        decision = plan(source_listing[dataset], target_listing.get(destination), intermediates=True,
+                        bookmarks=source_bookmarks.get(dataset, ()))
         final = decision.steps[-1].snapshot if isinstance(decision, Plan) and decision.steps else None
         if final is not None and not dry_run:
             # Pin what is about to become the base before sending it (released on failure).
@@ -128,6 +130,10 @@ async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runne
             base = final if result.status == "replicated" else decision.common
             await move_base_hold(local, names.hold_tag(job.name, target.name), dataset,
                                  source_listing[dataset], base, also_release=final)
+            if base is not None and not base.is_bookmark and local.has_bookmarks:
+                # A second line of defence: should the base snapshot ever go, the next
+                # incremental can still start from its bookmark.
+                await local.bookmark(dataset, base.name)
     return results
 
 
@@ -140,7 +146,7 @@ async def move_base_hold(zfs: Zfs, tag: str, dataset: str, snapshots: Sequence[S
     tried where the listing saw a hold (we cannot read tag names on every ZFS), and
     `also_release` covers the one held since the listing.
     """
-    if base is not None:
+    if base is not None and not base.is_bookmark:
         await zfs.hold(tag, dataset, base.name)
         crashpoint("after-hold-moved")
     held = {s.name for s in snapshots if s.holds} | ({also_release.name} if also_release else set())

@@ -145,3 +145,26 @@ def test_an_incremental_base_is_always_on_both_sides(source_ids, target_ids):
     if isinstance(p, Plan) and p.steps:
         assert p.steps[0].base.guid in {t.guid for t in target}
         assert p.steps[0].base.guid in {s.guid for s in source}
+
+
+def marks(*specs: str, orders: list[int]) -> list[Snapshot]:
+    return [Snapshot(name=n, guid=n, order=o, is_bookmark=True) for n, o in zip(specs, orders)]
+
+
+def test_a_bookmark_stands_in_for_a_destroyed_base():
+    source = snaps("c", "d", "e")          # orders 0..2; the base "b" is gone, its bookmark stays
+    source = [Snapshot(s.name, s.guid, s.order + 10) for s in source]
+    p = plan(source, snaps("a", "b"), bookmarks=marks("b", orders=[5]))
+    assert isinstance(p, Plan) and p.common.is_bookmark
+    assert steps(p) == [("incremental", "b", "c", False), ("incremental", "c", "e", True)]
+
+
+def test_a_snapshot_base_is_preferred_over_an_older_bookmark():
+    p = plan(snaps("a", "b", "c"), snaps("a", "b"), bookmarks=marks("a", orders=[0]))
+    assert steps(p) == [("incremental", "b", "c", False)] and not p.common.is_bookmark
+
+
+def test_a_bookmark_does_not_hide_divergence():
+    source = [Snapshot("c", "c", 10)]
+    p = plan(source, snaps("b", "x"), bookmarks=marks("b", orders=[5]))
+    assert isinstance(p, Conflict) and p.kind is ConflictKind.TARGET_DIVERGED
