@@ -8,13 +8,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import trio
 import trio_asyncio
 
 from replicator.core.config import Config, Job, parse_config
 from replicator.core.errors import ConfigError, UsageError
+from replicator.engine.context import Context, open_context
+
+T = TypeVar("T")
 
 DEFAULT_CONFIG = "/etc/replicator/config.toml"
 
@@ -54,6 +57,18 @@ def run_async(fn: Callable[..., Awaitable[int]], *args: Any) -> int:
             return await fn(*args)
 
     return trio.run(main)
+
+
+def with_context(args: argparse.Namespace, work: Callable[[Context, list[Job]], Awaitable[T]]) -> T:
+    """Load the config, pick the jobs named on the command line, and run `work` on them."""
+    config = load_config(args)
+    jobs = select_jobs(config, args.jobs)
+
+    async def go() -> T:
+        async with open_context(config) as ctx:
+            return await work(ctx, jobs)
+
+    return run_async(go)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from replicator import __version__, logsetup
 from replicator.cli import check_config, demo, prune, replicate, run, snapshot
-from replicator.core.errors import EXIT_USAGE, ReplicatorError
+from replicator.core.errors import ReplicatorError
 
 SUBCOMMANDS = (check_config, snapshot, replicate, prune, run, demo)
 

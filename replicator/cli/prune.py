@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from replicator.cli.common import load_config, print_json, run_async, select_jobs
+from replicator.cli.common import print_json, with_context
+from replicator.core.config import Job
 from replicator.core.errors import EXIT_OK, EXIT_TARGET_FAILED
-from replicator.engine.context import open_context
+from replicator.engine.context import Context
 from replicator.engine.prune import PruneReport, prune_job
 
 
@@ -19,14 +20,10 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def handle(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    jobs = select_jobs(config, args.jobs)
+    async def prune(ctx: Context, jobs: list[Job]) -> list[PruneReport]:
+        return [await prune_job(job, ctx, dry_run=args.dry_run) for job in jobs]
 
-    async def go() -> list[PruneReport]:
-        async with open_context(config) as ctx:
-            return [await prune_job(job, ctx, dry_run=args.dry_run) for job in jobs]
-
-    reports = run_async(go)
+    reports = with_context(args, prune)
     report(reports, args.json)
     return exit_code(reports)
 

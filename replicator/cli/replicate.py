@@ -7,10 +7,10 @@ import sys
 
 import trio
 
-from replicator.cli.common import human_bytes, load_config, print_json, run_async, select_jobs
+from replicator.cli.common import human_bytes, print_json, with_context
 from replicator.cli.progress import show_progress
 from replicator.core.errors import EXIT_OK, EXIT_TARGET_FAILED
-from replicator.engine.context import Context, open_context
+from replicator.engine.context import Context
 from replicator.engine.replicate import TargetResult, replicate_job
 
 
@@ -31,14 +31,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    jobs = select_jobs(config, args.jobs)
-
-    async def go() -> list[TargetResult]:
-        async with open_context(config) as ctx:
-            return await replicate_with_progress(ctx, jobs, args)
-
-    results = run_async(go)
+    results = with_context(args, lambda ctx, jobs: replicate_with_progress(ctx, jobs, args))
     report(results, args.json)
     return exit_code(results)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from replicator.cli import prune, replicate, snapshot
-from replicator.cli.common import load_config, print_json, run_async, select_jobs
+from replicator.cli.common import print_json, with_context
+from replicator.core.config import Job
 from replicator.core.errors import UsageError
-from replicator.engine.context import open_context
+from replicator.engine.context import Context
 from replicator.engine.prune import prune_job
 from replicator.engine.snapshot import take_snapshots
 
@@ -23,18 +24,15 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 def handle(args: argparse.Namespace) -> int:
     if not args.once:
         raise UsageError("`replicator run` needs --once", hint="run `replicator run --once`")
-    config = load_config(args)
-    jobs = select_jobs(config, args.jobs)
 
-    async def go():
-        async with open_context(config) as ctx:
-            taken = [await take_snapshots(job, ctx, dry_run=args.dry_run) for job in jobs]
-            sent = await replicate.replicate_with_progress(ctx, jobs, args)
-            # Only after replication: what was just sent may be the base retention must keep.
-            pruned = [await prune_job(job, ctx, dry_run=args.dry_run) for job in jobs]
-            return taken, sent, pruned
+    async def one_pass(ctx: Context, jobs: list[Job]):
+        taken = [await take_snapshots(job, ctx, dry_run=args.dry_run) for job in jobs]
+        sent = await replicate.replicate_with_progress(ctx, jobs, args)
+        # Only after replication: what was just sent may be the base retention must keep.
+        pruned = [await prune_job(job, ctx, dry_run=args.dry_run) for job in jobs]
+        return taken, sent, pruned
 
-    taken, sent, pruned = run_async(go)
+    taken, sent, pruned = with_context(args, one_pass)
     if args.json:
         print_json({"snapshots": taken, "replication": sent, "prune": pruned})
     else:

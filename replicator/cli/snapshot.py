@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from replicator.cli.common import load_config, print_json, run_async, select_jobs
+from replicator.cli.common import print_json, with_context
+from replicator.core.config import Job
 from replicator.core.errors import EXIT_OK, EXIT_SNAPSHOT_FAILED
-from replicator.engine.context import open_context
+from replicator.engine.context import Context
 from replicator.engine.snapshot import SnapshotResult, take_snapshots
 
 
@@ -18,14 +19,10 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def handle(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    jobs = select_jobs(config, args.jobs)
+    async def take(ctx: Context, jobs: list[Job]) -> list[SnapshotResult]:
+        return [await take_snapshots(job, ctx, dry_run=args.dry_run) for job in jobs]
 
-    async def go() -> list[SnapshotResult]:
-        async with open_context(config) as ctx:
-            return [await take_snapshots(job, ctx, dry_run=args.dry_run) for job in jobs]
-
-    results = run_async(go)
+    results = with_context(args, take)
     report(results, args.json)
     return exit_code(results)
 

@@ -24,7 +24,7 @@ from replicator.adapters.locks import target_lock
 from replicator.adapters.runner import Runner
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
-from replicator.core.config import BtrfsSource, Job, Retention, Target, ZfsSource
+from replicator.core.config import Job, Retention, Target, ZfsSource
 from replicator.core.errors import ReplicatorError
 from replicator.core.model import Snapshot
 from replicator.core.retention import Candidate, select
