@@ -8,10 +8,10 @@ import sys
 from typing import Sequence
 
 from replicator import __version__, logsetup
-from replicator.cli import check_config, demo, prune, replicate, run, snapshot
+from replicator.cli import check_config, demo, prune, replicate, run, serve, snapshot
 from replicator.core.errors import ReplicatorError
 
-SUBCOMMANDS = (check_config, snapshot, replicate, prune, run, demo)
+SUBCOMMANDS = (check_config, snapshot, replicate, prune, run, demo, serve)
 
 EPILOG = """exit codes:
   0  done            1  warning          2  usage or config error (nothing changed)

@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping
 from replicator.core import names
 from replicator.core.errors import ConfigError
 from replicator.core.retention import Policy, RetentionSyntaxError, parse_preserve, parse_preserve_min
+from replicator.core.schedule import Rule, ScheduleSyntaxError, parse_cron, parse_interval
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -74,20 +75,40 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class Schedule:
+    """When the daemon snapshots a job, and when it replicates it (None: after each snapshot)."""
+
+    snapshot: Rule | None = None
+    replicate: Rule | None = None
+    timezone: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     name: str
     source: Source
     targets: tuple[Target, ...]
     snapshot_prefix: str = "replicator"
+    schedule: Schedule = Schedule()
+
+
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    max_parallel_jobs: int = 2
+    retry_initial: int = 60          # seconds before the first retry of a failed job
+    retry_max: int = 3600            # retries back off up to this
+    socket: str | None = None        # None: $RUNTIME_DIRECTORY/control.sock or /run/replicator/...
+    log_max_bytes: int = 16 << 20    # the transaction log rotates past this
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     hosts: Mapping[str, Host]
     jobs: tuple[Job, ...]
-    # Lock files and (later) the transaction log live here; None: $STATE_DIRECTORY (systemd)
-    # or /var/lib/replicator.
+    # Lock files and the transaction log live here; None: $STATE_DIRECTORY (systemd) or
+    # /var/lib/replicator.
     state_dir: str | None = None
+    daemon: Daemon = Daemon()
 
     def job(self, name: str) -> Job | None:
         return next((j for j in self.jobs if j.name == name), None)
@@ -165,7 +186,7 @@ class _Reader:
         return tuple(result)
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        top = self.table("", data, {"hosts", "job", "state_dir"})
+        top = self.table("", data, {"hosts", "job", "state_dir", "daemon"})
         state_dir = self.get("", top, "state_dir", str, None)
         if state_dir is not None and not state_dir.startswith("/"):
             self.problem("state_dir", f"{state_dir!r} is relative: give an absolute path")
@@ -182,7 +203,59 @@ class _Reader:
             if job.name in seen:
                 self.problem(f"job[{i}].name", f"{job.name!r} is used by another job: names must be unique")
             seen.add(job.name)
-        return Config(hosts=hosts, jobs=jobs, state_dir=state_dir)
+        return Config(hosts=hosts, jobs=jobs, state_dir=state_dir,
+                      daemon=self.daemon("daemon", self.get("", top, "daemon", dict, {}) or {}))
+
+    def daemon(self, path: str, value: Mapping[str, Any]) -> Daemon:
+        t = self.table(path, value, {"max_parallel_jobs", "retry_initial", "retry_max", "socket",
+                                     "log_max_bytes"})
+        jobs = self.get(path, t, "max_parallel_jobs", int, 2)
+        if jobs is not None and jobs < 1:
+            self.problem(f"{path}.max_parallel_jobs", "must be at least 1")
+        initial = self.interval(path, t, "retry_initial", "1m")
+        maximum = self.interval(path, t, "retry_max", "1h")
+        socket = self.get(path, t, "socket", str, None)
+        if socket is not None and not socket.startswith("/"):
+            self.problem(f"{path}.socket", f"{socket!r} is relative: give an absolute path")
+        size = self.get(path, t, "log_max_bytes", int, 16 << 20)
+        if size is not None and size < 4096:
+            self.problem(f"{path}.log_max_bytes", "must be at least 4096")
+        return Daemon(max_parallel_jobs=max(jobs or 2, 1), retry_initial=initial or 60,
+                      retry_max=maximum or 3600, socket=socket, log_max_bytes=size or (16 << 20))
+
+    def interval(self, path: str, table: Mapping[str, Any], key: str, default: str) -> int | None:
+        text = self.get(path, table, key, str, default)
+        try:
+            return parse_interval(text).seconds if text is not None else None
+        except ScheduleSyntaxError as e:
+            self.problem(f"{path}.{key}", str(e))
+            return None
+
+    def schedule(self, path: str, value: Mapping[str, Any]) -> Schedule:
+        t = self.table(path, value, {"every", "cron", "replicate_every", "replicate_cron", "timezone"})
+        snapshot = self.rule(path, t, "every", "cron")
+        replicate = self.rule(path, t, "replicate_every", "replicate_cron")
+        zone = self.get(path, t, "timezone", str, "local") or "local"
+        if zone != "local" and not _known_zone(zone):
+            self.problem(f"{path}.timezone", f"{zone!r} is not a time zone name (e.g. \"UTC\")")
+        if replicate is not None and snapshot is None:
+            self.problem(path, "replicate_every/replicate_cron need a snapshot schedule (every or cron)")
+        return Schedule(snapshot=snapshot, replicate=replicate, timezone=zone)
+
+    def rule(self, path: str, table: Mapping[str, Any], every_key: str, cron_key: str) -> Rule | None:
+        every = self.get(path, table, every_key, str, None)
+        cron = self.get(path, table, cron_key, str, None)
+        if every is not None and cron is not None:
+            self.problem(f"{path}.{cron_key}", f"give {every_key} or {cron_key}, not both")
+            return None
+        try:
+            if every is not None:
+                return parse_interval(every)
+            if cron is not None:
+                return parse_cron(cron)
+        except ScheduleSyntaxError as e:
+            self.problem(f"{path}.{every_key if every is not None else cron_key}", str(e))
+        return None
 
     def host(self, path: str, name: str, value: Any) -> Host:
         if not _NAME.fullmatch(name):
@@ -208,7 +281,7 @@ class _Reader:
                     connect_timeout=float(timeout or 15.0))
 
     def job(self, path: str, value: Any, hosts: Mapping[str, Host]) -> Job | None:
-        t = self.table(path, value, {"name", "snapshot_prefix", "source", "target"})
+        t = self.table(path, value, {"name", "snapshot_prefix", "source", "target", "schedule"})
         name = self.get(path, t, "name", str)
         if name is not None and not _NAME.fullmatch(name):
             self.problem(f"{path}.name", f"{name!r}: job names use 1-64 letters, digits, '_', '.' and '-'")
@@ -229,7 +302,9 @@ class _Reader:
             seen.add(target.name)
         if name is None or source is None:
             return None
-        return Job(name=name, source=source, targets=targets, snapshot_prefix=prefix or "replicator")
+        schedule = self.schedule(f"{path}.schedule", self.get(path, t, "schedule", dict, {}) or {})
+        return Job(name=name, source=source, targets=targets, snapshot_prefix=prefix or "replicator",
+                   schedule=schedule)
 
     def source(self, path: str, value: Any) -> Source | None:
         if value is None:

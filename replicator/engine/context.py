@@ -10,6 +10,7 @@ from typing import AsyncIterator
 from replicator.adapters.locks import state_dir
 from replicator.adapters.runner import LocalRunner, Runner, SshHosts, ssh_hosts
 from replicator.adapters.stream import Progress
+from replicator.adapters.txlog import TxLog
 from replicator.core.config import Config
 
 
@@ -24,6 +25,10 @@ class Context:
     @property
     def state_dir(self) -> Path:
         return state_dir(self.config.state_dir)
+
+    @property
+    def txlog(self) -> TxLog:
+        return TxLog(self.state_dir / "txlog.jsonl", self.config.daemon.log_max_bytes)
 
     async def runner(self, host: str | None) -> Runner:
         """The runner for a target's host (None: this host). Raises HostError."""

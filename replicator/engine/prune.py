@@ -103,7 +103,7 @@ async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
             try:
                 locks.enter_context(target_lock(ctx.state_dir, job.name, target.name))
                 for copy in await _target_sides(job, target, ctx, sources):
-                    await _apply(copy, job, report, dry_run, now)
+                    await _apply(ctx, copy, job, report, dry_run, now)
             except ReplicatorError as e:
                 every_target_checked = False
                 report.errors.append(f"target {target.name}: {e}")
@@ -111,7 +111,7 @@ async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
                                     "checked, so its incremental base is unknown")
         if every_target_checked:
             for side in sources:
-                await _apply(side, job, report, dry_run, now)
+                await _apply(ctx, side, job, report, dry_run, now)
             await _prune_bookmarks(ctx, job, sources, report, dry_run)
     return report
 
@@ -192,7 +192,8 @@ def _btrfs_snapshots(entries: dict[str, btrfs_adapter.Entry], subvolume: str, *,
     return sorted(result, key=lambda s: s.order)
 
 
-async def _apply(side: _Side, job: Job, report: PruneReport, dry_run: bool, now: datetime) -> None:
+async def _apply(ctx: Context, side: _Side, job: Job, report: PruneReport, dry_run: bool,
+                 now: datetime) -> None:
     ours = []
     for snap in side.snapshots:
         when = names.parse_snapshot_name(snap.name, job.snapshot_prefix)
@@ -213,6 +214,8 @@ async def _apply(side: _Side, job: Job, report: PruneReport, dry_run: bool, now:
     # ZFS destroys one snapshot per call (zfs-fuse knows no lists); btrfs deletes in one call.
     batches = [[name] for name in doomed] if side.btrfs_dir is None else [doomed]
     for batch in batches:
+        action = ctx.txlog.start("destroy", job.name, side=side.label, location=side.shown,
+                                 snapshots=batch)
         try:
             if side.btrfs_dir is None:
                 await Zfs(side.runner).destroy_snapshot(side.location, batch[0])
@@ -221,11 +224,13 @@ async def _apply(side: _Side, job: Job, report: PruneReport, dry_run: bool, now:
                 await Btrfs(side.runner).delete(
                     [f"{side.btrfs_dir}/{names.btrfs_entry(subvolume, name)}" for name in batch])
         except ReplicatorError as e:
+            action.failed(str(e))
             for name in batch:
                 items[name].action = "failed"
                 items[name].reasons.append(str(e))
             report.errors.append(f"{side.label} {side.shown}: {e}")
             continue
+        action.done()
         for name in batch:
             items[name].action = "destroyed"
     log.info("pruned", job=job.name, side=side.label, location=side.shown,

@@ -41,6 +41,7 @@ class Transferred:
     intermediates: bool
     bytes: int = 0
     seconds: float = 0.0
+    failed: bool = False
 
 
 @dataclass
@@ -84,11 +85,20 @@ async def _replicate_target(job: Job, target: Target, ctx: Context, dry_run: boo
         with target_lock(ctx.state_dir, job.name, target.name):
             runner = await ctx.runner(target.host)
             if isinstance(job.source, ZfsSource):
-                return await _zfs_target(job, job.source, target, runner, ctx, dry_run)
-            return await _btrfs_target(job, job.source, target, runner, ctx, dry_run)
+                results = await _zfs_target(job, job.source, target, runner, ctx, dry_run)
+            else:
+                results = await _btrfs_target(job, job.source, target, runner, ctx, dry_run)
     except ReplicatorError as e:
         log.error("target failed", job=job.name, target=target.name, error=str(e))
-        return [TargetResult(job.name, target.name, "*", target.where, "failed", error=str(e))]
+        results = [TargetResult(job.name, target.name, "*", target.where, "failed", error=str(e))]
+    if not dry_run:
+        for r in results:
+            if r.status == "failed" and not any(t.failed for t in r.transfers):
+                # Failures before any stream (conflict, host, busy) get their own record.
+                ctx.txlog.append(type="replicate", job=job.name, target=target.name, source=r.source,
+                                 destination=r.destination, status="failed", message=r.error,
+                                 conflict=r.conflict)
+    return results
 
 
 async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner, ctx: Context,
@@ -124,7 +134,7 @@ async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runne
                 await remote.set_readonly(destination)
             return moved
 
-        await _carry_out(result, decision, dry_run, send_one)
+        await _carry_out(ctx, result, decision, dry_run, send_one)
         if isinstance(decision, Plan) and not dry_run:
             crashpoint("after-receive")
             base = final if result.status == "replicated" else decision.common
@@ -182,11 +192,12 @@ async def _btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: R
                                  btrfs_adapter.send_argv(source.snapshot_dir, subvolume, step), runner,
                                  btrfs_adapter.receive_argv(target.path))
 
-        await _carry_out(result, decision, dry_run, send_one)
+        await _carry_out(ctx, result, decision, dry_run, send_one)
     return results
 
 
-async def _carry_out(result: TargetResult, decision: Plan | Conflict, dry_run: bool, send_one) -> None:
+async def _carry_out(ctx: Context, result: TargetResult, decision: Plan | Conflict, dry_run: bool,
+                     send_one) -> None:
     """Run a plan's steps in order, recording each; stop at the first failure."""
     if isinstance(decision, Conflict):
         result.status, result.conflict, result.error = "failed", decision.kind.value, decision.message
@@ -202,15 +213,23 @@ async def _carry_out(result: TargetResult, decision: Plan | Conflict, dry_run: b
         if dry_run:
             continue
         started = time.monotonic()
+        action = ctx.txlog.start("send", result.job, target=result.target, source=result.source,
+                                 destination=result.destination, kind=record.kind,
+                                 snapshot=record.snapshot, parent=record.base)
         try:
             record.bytes = await send_one(step)
         except ReplicatorError as e:
-            result.status, result.error = "failed", str(e)
+            result.status, result.error, record.failed = "failed", str(e), True
+            action.failed(str(e))
             log.error("transfer failed", job=result.job, target=result.target, source=result.source,
                       error=str(e))
             return
+        except BaseException:
+            action.failed("interrupted: the transfer was stopped")
+            raise
         finally:
             record.seconds = round(time.monotonic() - started, 3)
+        action.done(bytes=record.bytes)
 
 
 async def _stream(ctx: Context, label: str, sender: Runner, send_argv: list[str], receiver: Runner,

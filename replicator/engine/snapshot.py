@@ -68,12 +68,13 @@ async def _take(job: Job, ctx: Context, dry_run: bool, clock: Callable[[], datet
         return SnapshotResult(job=job.name, name=name, taken=(), error=f"snapshot {name} exists already")
     if dry_run:
         return SnapshotResult(job=job.name, name=name, taken=tuple(paths), dry_run=True)
-    if isinstance(source, BtrfsSource):
-        btrfs = Btrfs(ctx.local)
-        for subvolume in source.subvolumes:
-            await btrfs.snapshot(subvolume, source.snapshot_dir,
-                                 names.btrfs_entry(names.basename(subvolume), name))
-    else:
-        await Zfs(ctx.local).snapshot(source.datasets, name, recursive=source.recursive)
+    with ctx.txlog.action("snapshot", job.name, snapshot=name, source=paths):
+        if isinstance(source, BtrfsSource):
+            btrfs = Btrfs(ctx.local)
+            for subvolume in source.subvolumes:
+                await btrfs.snapshot(subvolume, source.snapshot_dir,
+                                     names.btrfs_entry(names.basename(subvolume), name))
+        else:
+            await Zfs(ctx.local).snapshot(source.datasets, name, recursive=source.recursive)
     log.info("snapshots taken", job=job.name, snapshot=name, count=len(paths))
     return SnapshotResult(job=job.name, name=name, taken=tuple(paths))

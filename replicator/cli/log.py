@@ -1,0 +1,54 @@
+"""`replicator log [--job J] [--since T]`: read the transaction log."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timedelta, timezone
+
+from replicator.adapters.locks import state_dir
+from replicator.adapters.txlog import TxLog
+from replicator.cli.common import load_config, print_json
+from replicator.core.errors import EXIT_OK, UsageError
+from replicator.core.schedule import ScheduleSyntaxError, parse_interval
+
+
+def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser("log", parents=[common], help="show the transaction log")
+    parser.add_argument("--job", help="only this job")
+    parser.add_argument("--since", metavar="TIME",
+                        help="only records since TIME: an ISO time (2026-11-25T10:00) or an age (2h, 3d)")
+    parser.set_defaults(handler=handle)
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    try:
+        return now - timedelta(seconds=parse_interval(text).seconds)
+    except ScheduleSyntaxError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--since {text!r} is neither a time nor an age",
+                         hint="write e.g. --since 2026-11-25T10:00 or --since 2h") from None
+    return when if when.tzinfo else when.astimezone()
+
+
+def handle(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    since = parse_since(args.since, datetime.now(timezone.utc)) if args.since else None
+    records = TxLog(state_dir(config.state_dir) / "txlog.jsonl").read(job=args.job, since=since)
+    if args.json:
+        print_json(records)
+        return EXIT_OK
+    for r in records:
+        where = " ".join(str(r[k]) for k in ("target", "source", "location", "snapshot") if r.get(k))
+        extra = []
+        if r.get("bytes") is not None:
+            extra.append(f"{r['bytes']} B")
+        if r.get("duration") is not None:
+            extra.append(f"{r['duration']} s")
+        if r.get("message"):
+            extra.append(str(r["message"]))
+        print(f"{r.get('time', '?')[:19]} {r.get('job', '-')} {r.get('type', '?')} "
+              f"{r.get('status', '?')} {where}" + (f" ({'; '.join(extra)})" if extra else ""))
+    return EXIT_OK
