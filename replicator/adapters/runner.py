@@ -157,6 +157,20 @@ class SshHosts:
                     raise
         return SshRunner(host, self._connections[name])
 
+    async def new_cycle(self, hosts: dict[str, Host] | None = None) -> None:
+        """Forget this cycle's failures and closed connections (a daemon keeps the rest); with
+        `hosts`, adopt a reloaded config and drop connections whose host settings changed."""
+        async with self._lock:
+            self._failures.clear()
+            if hosts is not None:
+                changed = [n for n in self._connections if hosts.get(n) != self._hosts.get(n)]
+                self._hosts = hosts
+            else:
+                changed = []
+            for name in list(self._connections):
+                if name in changed or self._connections[name].is_closed():
+                    self._connections.pop(name).close()
+
     async def aclose(self) -> None:
         for connection in self._connections.values():
             connection.close()

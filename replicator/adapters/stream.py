@@ -33,6 +33,7 @@ class Progress:
 
     label: str
     expected: int | None = None
+    limit: int | None = None  # bytes per second, None: as fast as the pipes go
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -51,11 +52,15 @@ def _enlarge(fd: int) -> None:
 
 
 def _relay(source: int, sink: int, progress: Progress) -> None:
-    """Splice everything from `source` to `sink`, then close both. Runs in a thread."""
+    """Splice everything from `source` to `sink`, then close both. Runs in a thread.
+
+    With a rate limit, chunks shrink to a tenth of a second's worth and the thread sleeps
+    whenever it is ahead of the allowed average."""
+    chunk = SPLICE_CHUNK if not progress.limit else max(4096, min(SPLICE_CHUNK, progress.limit // 10))
     try:
         while True:
             try:
-                moved = os.splice(source, sink, SPLICE_CHUNK)
+                moved = os.splice(source, sink, chunk)
             except OSError as e:
                 if e.errno == errno.EPIPE:  # the receiver died; its exit status says why
                     return
@@ -63,6 +68,10 @@ def _relay(source: int, sink: int, progress: Progress) -> None:
             if moved == 0:
                 return
             progress.bytes += moved
+            if progress.limit:
+                ahead = progress.bytes / progress.limit - (time.monotonic() - progress.started)
+                if ahead > 0:
+                    time.sleep(ahead)
     finally:
         os.close(source)
         os.close(sink)

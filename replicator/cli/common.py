@@ -14,7 +14,7 @@ import trio
 import trio_asyncio
 
 from replicator.core.config import Config, Job, parse_config
-from replicator.core.errors import ConfigError, UsageError
+from replicator.core.errors import ConfigError, ReplicatorError, UsageError
 from replicator.engine.context import Context, open_context
 
 T = TypeVar("T")
@@ -56,7 +56,17 @@ def run_async(fn: Callable[..., Awaitable[int]], *args: Any) -> int:
         async with trio_asyncio.open_loop():
             return await fn(*args)
 
-    return trio.run(main)
+    try:
+        return trio.run(main)
+    except BaseExceptionGroup as group:
+        # Nurseries wrap errors in groups; the user wants our error, not a tree of them.
+        ours = group.subgroup(lambda e: isinstance(e, (ReplicatorError, KeyboardInterrupt)))
+        if ours is None:
+            raise
+        leaf: BaseException = ours
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        raise leaf from None
 
 
 def with_context(args: argparse.Namespace, work: Callable[[Context, list[Job]], Awaitable[T]]) -> T:

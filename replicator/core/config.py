@@ -68,6 +68,7 @@ class Target:
     path: str
     host: str | None = None
     retention: Retention = Retention()
+    rate_limit: int | None = None    # bytes per second
 
     @property
     def where(self) -> str:
@@ -346,7 +347,14 @@ class _Reader:
         return None
 
     def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
-        t = self.table(path, value, {"name", "path", "host", "retention"})
+        t = self.table(path, value, {"name", "path", "host", "retention", "rate_limit"})
+        limit_text = self.get(path, t, "rate_limit", str, None)
+        limit = None
+        if limit_text is not None:
+            limit = parse_bytes(limit_text)
+            if limit is None:
+                self.problem(f"{path}.rate_limit", f"{limit_text!r} is not a rate: write bytes per "
+                                                   "second like \"50M\", \"500K\" or \"1G\"")
         host = self.get(path, t, "host", str, None)
         if host is not None and host not in hosts:
             known = ", ".join(sorted(hosts)) or "none defined"
@@ -366,7 +374,8 @@ class _Reader:
         name = self.get(path, t, "name", str, host or "local")
         if name is not None and not _NAME.fullmatch(name):
             self.problem(f"{path}.name", f"{name!r}: target names use 1-64 letters, digits, '_', '.' and '-'")
-        return Target(name=name or "", path=target_path, host=host, retention=self.retention(path, t))
+        return Target(name=name or "", path=target_path, host=host, retention=self.retention(path, t),
+                      rate_limit=limit)
 
     def retention(self, parent: str, table: Mapping[str, Any]) -> Retention:
         path = f"{parent}.retention"
@@ -397,6 +406,14 @@ class _Reader:
                         day_start_hour=hour if hour is not None and 0 <= hour <= 23 else 0,
                         week_start=WEEKDAYS.index(weekday.lower()) if weekday.lower() in WEEKDAYS else 0)
         return Retention(policy=policy, timezone=zone)
+
+
+def parse_bytes(text: str) -> int | None:
+    """"50M" -> 52428800 (binary units); None if it does not parse or is zero."""
+    match = re.fullmatch(r"(\d+)([KMGT]?)i?B?", text.strip(), flags=re.IGNORECASE)
+    if not match or int(match.group(1)) == 0:
+        return None
+    return int(match.group(1)) * 1024 ** " KMGT".index((match.group(2) or " ").upper())
 
 
 def _known_zone(name: str) -> bool:

@@ -127,7 +127,7 @@ async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runne
         async def send_one(step: Step, dataset: str = dataset, destination: str = destination) -> int:
             if step.kind is StepKind.FULL:
                 await remote.create_parents(destination)
-            moved = await _stream(ctx, f"{job.name}/{target.name} {dataset}", ctx.local,
+            moved = await _stream(ctx, f"{job.name}/{target.name} {dataset}", target, ctx.local,
                                   zfs_adapter.send_argv(dataset, step), runner,
                                   zfs_adapter.receive_argv(destination))
             if step.kind is StepKind.FULL:
@@ -188,7 +188,7 @@ async def _btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: R
             continue
 
         async def send_one(step: Step, subvolume: str = subvolume) -> int:
-            return await _stream(ctx, f"{job.name}/{target.name} {subvolume}", ctx.local,
+            return await _stream(ctx, f"{job.name}/{target.name} {subvolume}", target, ctx.local,
                                  btrfs_adapter.send_argv(source.snapshot_dir, subvolume, step), runner,
                                  btrfs_adapter.receive_argv(target.path))
 
@@ -232,9 +232,9 @@ async def _carry_out(ctx: Context, result: TargetResult, decision: Plan | Confli
         action.done(bytes=record.bytes)
 
 
-async def _stream(ctx: Context, label: str, sender: Runner, send_argv: list[str], receiver: Runner,
-                  receive_argv: list[str]) -> int:
-    progress = Progress(label)
+async def _stream(ctx: Context, label: str, target: Target, sender: Runner, send_argv: list[str],
+                  receiver: Runner, receive_argv: list[str]) -> int:
+    progress = Progress(label, limit=target.rate_limit)
     ctx.active.add(progress)
     try:
         return await transfer(sender, send_argv, receiver, receive_argv, progress)

@@ -1,0 +1,1 @@
+"""The long-running daemon: schedules, control socket, signals, systemd integration."""

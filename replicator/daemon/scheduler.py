@@ -1,0 +1,107 @@
+"""One loop per job: wait until its snapshot or replication is due (or it is triggered), run
+it, and on failure retry with backoff. The loop of one job never overlaps itself; a shared
+limiter bounds how many jobs work at once.
+
+Time: schedules are wall-clock, sleeps are trio's. `wall` maps trio's clock to wall time, so
+tests run a simulated week under `MockClock(autojump_threshold=0)` in milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Callable, Protocol
+
+import structlog
+import trio
+
+from replicator.core.config import Job
+from replicator.core.schedule import next_due
+
+log = structlog.get_logger()
+
+
+class Actions(Protocol):
+    """What a job does; each returns True on success (errors are reported, not raised)."""
+
+    async def snapshot(self, job: Job) -> bool: ...
+    async def replicate(self, job: Job) -> bool: ...
+
+
+def real_wall() -> Callable[[], datetime]:
+    """Wall time that follows trio's clock from now on (so MockClock moves it too)."""
+    start_wall, start_trio = time.time(), trio.current_time()
+    return lambda: datetime.fromtimestamp(start_wall + trio.current_time() - start_trio, timezone.utc)
+
+
+@dataclass
+class JobState:
+    """What `status` shows of a job's loop."""
+
+    name: str
+    last_snapshot: datetime | None = None
+    last_replicate: datetime | None = None
+    next_snapshot: datetime | None = None
+    next_replicate: datetime | None = None
+    running: str | None = None
+    failures: int = 0
+    last_error: str | None = None
+    retry_at: datetime | None = None
+    triggered: trio.Event = field(default_factory=trio.Event)
+    stop_after_run: bool = False
+
+
+async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.CapacityLimiter,
+                  overlap_lock: trio.Lock, zone: tzinfo, wall: Callable[[], datetime], *,
+                  retry_initial: float, retry_max: float) -> None:
+    """The loop of one job, until cancelled or asked to stop after its current run.
+
+    With no snapshot schedule the job runs only when triggered. Without a replicate schedule,
+    it replicates right after each snapshot.
+    """
+    schedule = job.schedule
+    while not state.stop_after_run:
+        now = wall()
+        state.next_snapshot = (next_due(state.last_snapshot, schedule.snapshot, now, zone)
+                               if schedule.snapshot else None)
+        state.next_replicate = (next_due(state.last_replicate, schedule.replicate, now, zone)
+                                if schedule.replicate else None)
+        dues = [d for d in (state.next_snapshot, state.next_replicate, state.retry_at) if d]
+        wake = min(dues, default=None)
+        if wake is None or wake > now:
+            with trio.move_on_after((wake - now).total_seconds() if wake else float("inf")):
+                await state.triggered.wait()
+        now = wall()
+        triggered = state.triggered.is_set()
+        if triggered:
+            state.triggered = trio.Event()
+        snapshot_due = triggered or (state.next_snapshot is not None and state.next_snapshot <= now)
+        replicate_due = triggered or (snapshot_due and schedule.replicate is None) or \
+            (state.next_replicate is not None and state.next_replicate <= now) or \
+            (state.retry_at is not None and state.retry_at <= now)
+        if not (snapshot_due or replicate_due):
+            continue
+        async with overlap_lock, limiter:
+            ok = True
+            if snapshot_due:
+                state.running = "snapshot"
+                ok = await actions.snapshot(job)
+                state.last_snapshot = now
+            if replicate_due and ok:
+                state.running = "replicate"
+                ok = await actions.replicate(job)
+                state.last_replicate = now
+            state.running = None
+        _after(state, ok, wall(), retry_initial, retry_max)
+
+
+def _after(state: JobState, ok: bool, now: datetime, initial: float, maximum: float) -> None:
+    if ok:
+        state.failures, state.retry_at, state.last_error = 0, None, None
+        return
+    state.failures += 1
+    delay = min(initial * 2 ** (state.failures - 1), maximum)
+    state.retry_at = now + timedelta(seconds=delay)
+    log.warning("job failed; retrying later", job=state.name, failures=state.failures,
+                retry_in_seconds=delay)

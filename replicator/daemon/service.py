@@ -1,0 +1,239 @@
+"""`replicator daemon`: every job on its schedule in one trio nursery, until SIGTERM.
+
+Start-up order: load the config, take the state directory's lock (one daemon per state
+directory), bind the control socket, start the jobs, then tell systemd READY=1. SIGHUP reloads
+the config (a bad one is logged and the old one keeps running); SIGTERM and SIGINT stop: running
+transfers are cancelled, which kills their processes (a ZFS receive stays resumable where the
+target supports it) and records them as failed in the transaction log.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import structlog
+import trio
+
+from replicator.adapters import control, systemd
+from replicator.adapters.locks import state_dir
+from replicator.core.config import Config, Job, parse_config
+from replicator.core.errors import ReplicatorError, UsageError
+from replicator.daemon.scheduler import JobState, real_wall, run_job
+from replicator.engine.context import Context, open_context
+from replicator.engine.prune import prune_job, resolve_zone
+from replicator.engine.replicate import replicate_job
+from replicator.engine.snapshot import take_snapshots
+from replicator.engine.status import newest_time, source_snapshots, survey
+
+log = structlog.get_logger()
+
+
+@contextmanager
+def single_instance(directory: Path) -> Iterator[None]:
+    """Hold the daemon lock of a state directory; UsageError naming the holder if taken."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / "daemon.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UsageError(f"another replicator daemon (pid {holder}) already uses state "
+                             f"directory {directory}", hint="stop it first, or give this one "
+                             "another state_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Daemon:
+    def __init__(self, config_path: Path, config: Config) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.states: dict[str, JobState] = {}
+        self.jobs: dict[str, Job] = {}
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.overlap: dict[str, trio.Lock] = {}
+        self.started = datetime.now(timezone.utc)
+        self.ctx: Context | None = None
+        self.limiter = trio.CapacityLimiter(config.daemon.max_parallel_jobs)
+        self.wall = None
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with single_instance(state_dir(self.config.state_dir)):
+            async with open_context(self.config) as ctx, trio.open_nursery() as nursery:
+                self.ctx = ctx
+                self.wall = real_wall()
+                self.nursery = nursery
+                await nursery.start(control.serve, control.socket_path(self.config.daemon.socket),
+                                    self.handle)
+                for job in self.config.jobs:
+                    await self.start_job(job)
+                nursery.start_soon(self.watch_signals, nursery.cancel_scope)
+                if (interval := systemd.watchdog_interval()) is not None:
+                    nursery.start_soon(self.watchdog, interval)
+                # Open until the daemon stops; a crash leaves it "incomplete" in `replicator log`.
+                lifetime = ctx.txlog.start("daemon", "-", config=str(self.config_path))
+                systemd.notify("READY=1", f"STATUS={self.summary()}")
+                log.info("daemon ready", jobs=len(self.config.jobs), pid=os.getpid())
+                task_status.started()
+            lifetime.done(message="stopped")
+        log.info("daemon stopped")
+
+    async def start_job(self, job: Job) -> None:
+        assert self.ctx is not None
+        state = JobState(job.name)
+        try:
+            state.last_snapshot = newest_time(await source_snapshots(job, self.ctx), job.snapshot_prefix)
+        except ReplicatorError as e:
+            state.last_error = str(e)
+        last = [r for r in self.ctx.txlog.read(job=job.name)
+                if r.get("type") == "send" and r.get("status") == "success"]
+        if last:
+            state.last_replicate = datetime.fromisoformat(last[-1]["time"])
+        self.states[job.name] = state
+        self.jobs[job.name] = job
+        lock = self.overlap.setdefault(job.name, trio.Lock())
+        if job.schedule.snapshot is None:
+            log.warning("job has no schedule; it runs only when triggered", job=job.name)
+        self.nursery.start_soon(self._job_loop, job, state, lock)
+
+    async def _job_loop(self, job: Job, state: JobState, lock: trio.Lock) -> None:
+        with trio.CancelScope() as scope:
+            self.scopes[job.name] = scope
+            await run_job(job, state, self, self.limiter, lock, resolve_zone(job.schedule.timezone),
+                          self.wall, retry_initial=self.config.daemon.retry_initial,
+                          retry_max=self.config.daemon.retry_max)
+        if self.states.get(job.name) is state:
+            del self.states[job.name]
+
+    # -- the scheduler's actions ---------------------------------------------------------------
+
+    async def snapshot(self, job: Job) -> bool:
+        assert self.ctx is not None
+        await self.ctx.hosts.new_cycle()
+        result = await take_snapshots(job, self.ctx)
+        self._note(job, result.error)
+        return result.ok
+
+    async def replicate(self, job: Job) -> bool:
+        assert self.ctx is not None
+        await self.ctx.hosts.new_cycle()
+        results = await replicate_job(job, self.ctx)
+        pruned = await prune_job(job, self.ctx)
+        errors = [f"{r.target}: {r.error}" for r in results if not r.ok] + pruned.errors
+        self._note(job, "; ".join(errors) if errors else None)
+        systemd.notify(f"STATUS={self.summary()}")
+        return not errors
+
+    def _note(self, job: Job, error: str | None) -> None:
+        if job.name in self.states:
+            self.states[job.name].last_error = error
+
+    # -- signals, reload, watchdog ---------------------------------------------------------------
+
+    async def watch_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                    continue
+                log.info("stopping", signal=signal.Signals(signum).name)
+                systemd.notify("STOPPING=1", "STATUS=stopping: cancelling running transfers")
+                scope.cancel()
+                return
+
+    async def reload(self) -> None:
+        systemd.notify("RELOADING=1")
+        try:
+            new = parse_config(self.config_path.read_text(encoding="utf-8"), origin=str(self.config_path))
+        except (ReplicatorError, OSError) as e:
+            log.error("reload rejected; the running config stays", config=str(self.config_path), error=str(e))
+            systemd.notify("READY=1", f"STATUS=reload rejected: {str(e).splitlines()[0]}")
+            return
+        assert self.ctx is not None
+        await self.ctx.hosts.new_cycle(dict(new.hosts))
+        self.ctx.config = new
+        self.config = new
+        wanted = {job.name: job for job in new.jobs}
+        for name, job in list(self.jobs.items()):
+            if wanted.get(name) != job:
+                self._stop_job(name)
+                del self.jobs[name]
+        for name, job in wanted.items():
+            if name not in self.jobs:
+                await self.start_job(job)
+        log.info("config reloaded", jobs=len(new.jobs))
+        systemd.notify("READY=1", f"STATUS={self.summary()}")
+
+    def _stop_job(self, name: str) -> None:
+        state = self.states.get(name)
+        if state is not None and state.running:
+            state.stop_after_run = True  # let the running transfer finish; then it stops
+        elif name in self.scopes:
+            self.scopes[name].cancel()
+
+    async def watchdog(self, interval: float) -> None:
+        while True:
+            systemd.notify("WATCHDOG=1")
+            await trio.sleep(interval)
+
+    def summary(self) -> str:
+        running = [s.name for s in self.states.values() if s.running]
+        failing = [s.name for s in self.states.values() if s.last_error]
+        return (f"{len(self.states)} job(s), {len(running)} running"
+                + (f", failing: {', '.join(failing)}" if failing else ""))
+
+    # -- the control socket ---------------------------------------------------------------------
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("cmd")
+        if command == "status":
+            return {"ok": True, **await self.status()}
+        if command == "trigger":
+            name = request.get("job")
+            if name not in self.states:
+                return {"ok": False, "error": f"no job named {name!r}; jobs: {', '.join(self.states)}"}
+            self.states[name].triggered.set()
+            return {"ok": True, "triggered": name}
+        return {"ok": False, "error": f"unknown request {command!r}: use status or trigger"}
+
+    async def status(self) -> dict[str, Any]:
+        assert self.ctx is not None
+        jobs = []
+        for name, job in self.jobs.items():
+            doc = await survey(job, self.ctx)
+            state = self.states.get(name)
+            if state:
+                doc.update(next_snapshot=_iso(state.next_snapshot), next_replicate=_iso(state.next_replicate),
+                           running=state.running, error=state.last_error or doc["error"],
+                           retry_at=_iso(state.retry_at))
+            for target in doc["targets"]:
+                label = f"{name}/{target['name']} "
+                for progress in self.ctx.active:
+                    if progress.label.startswith(label):
+                        target["transfer"] = transfer_doc(progress)
+            jobs.append(doc)
+        return {"daemon": {"running": True, "pid": os.getpid(), "since": self.started.isoformat(),
+                           "config": str(self.config_path)}, "jobs": jobs}
+
+
+def transfer_doc(progress) -> dict[str, Any]:
+    rate = progress.rate
+    eta = ((progress.expected - progress.bytes) / rate
+           if progress.expected and rate > 0 and progress.expected > progress.bytes else None)
+    return {"label": progress.label, "bytes": progress.bytes, "expected": progress.expected,
+            "rate": round(rate), "eta_seconds": round(eta) if eta is not None else None}
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None

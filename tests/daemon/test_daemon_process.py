@@ -1,0 +1,169 @@
+"""The daemon as systemd runs it: a real process on real btrfs, driven by signals and queried
+with `replicator status`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "adapters"))
+from support import btrfs_job, cli, run, target_table, tree_digest, write_files  # noqa: E402
+
+
+class Daemon:
+    """`replicator daemon` under a fake systemd: a NOTIFY_SOCKET we read."""
+
+    def __init__(self, config: Path):
+        self.config = config
+        self.notify_path = config.parent / "notify.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.notify_path))
+        self.notify.settimeout(30)
+        self.stderr = open(config.parent / "daemon.stderr", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "replicator", "daemon", "--config", str(config)],
+            stdout=subprocess.DEVNULL, stderr=self.stderr,
+            env={**os.environ, "NOTIFY_SOCKET": str(self.notify_path), "STATE_DIRECTORY": str(config.parent / "state")})
+
+    def messages_until(self, wanted: str) -> list[str]:
+        seen = []
+        while True:
+            message = self.notify.recv(4096).decode()
+            seen.append(message)
+            if wanted in message.split("\n"):
+                return seen
+
+    def log(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self.notify.close()
+            self.notify_path.unlink(missing_ok=True)
+            self.stderr.close()
+
+
+def status(config: Path) -> dict:
+    result = cli(config, "status", "--json")
+    assert result.code in (0, 1), result.err
+    return result.json
+
+
+def wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def config_text(src: Path, dst: Path, state: Path, *, rate_limit: str | None = None, every: str = "1h",
+                name: str = "home") -> str:
+    data = src / "data"
+    target = target_table(str(dst / "backup"))
+    if rate_limit:
+        target += f'rate_limit = "{rate_limit}"\n'
+    return (f'[daemon]\nsocket = "{state / "ctl.sock"}"\nretry_initial = "5s"\n'
+            + btrfs_job(name, [data], src / ".snapshots", [target])
+            + f'[job.schedule]\nevery = "{every}"\n')
+
+
+@pytest.fixture
+def pools(make_btrfs, tmp_path):
+    src, dst = make_btrfs(), make_btrfs()
+    run("btrfs", "subvolume", "create", src / "data")
+    write_files(src / "data", 1)
+    (tmp_path / "state").mkdir(mode=0o700)
+    return src, dst
+
+
+def test_daemon_replicates_on_schedule_reports_status_and_reloads(pools, tmp_path):
+    src, dst = pools
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(src, dst, tmp_path / "state"))
+    daemon = Daemon(config)
+    try:
+        daemon.messages_until("READY=1")
+        # No snapshot yet, so one is due at once, and replication follows it.
+        doc = wait_for(lambda: (d := status(config))["jobs"][0]["targets"][0]["target_snapshots"] and d,
+                       what="the first replication")
+        assert doc["daemon"]["running"] is True and doc["daemon"]["pid"] == daemon.proc.pid
+        job = doc["jobs"][0]
+        assert job["source_snapshots"] == 1 and job["last_snapshot"]["name"].startswith("replicator_")
+        target = job["targets"][0]
+        assert target["newest_common"] == job["last_snapshot"]["name"] and target["lag_seconds"] < 120
+        assert job["next_snapshot"] is not None and target["last_error"] is None
+        [copy] = (dst / "backup").iterdir()
+        assert tree_digest(copy) == tree_digest(src / "data")
+
+        # A good new config: a second job appears.
+        (src / "other").mkdir()
+        config.write_text(config_text(src, dst, tmp_path / "state")
+                          + btrfs_job("second", [src / "data"], src / ".snapshots2",
+                                      [target_table(str(dst / "backup2"))]))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(status(config)["jobs"]) == 2, what="the reloaded config")
+
+        # A bad one is refused and the old one keeps running. (The CLI reads the socket's
+        # place from a config too, so ask with a copy of the good one.)
+        good = tmp_path / "good.toml"
+        good.write_text(config.read_text())
+        config.write_text("[[job]]\nname = 'broken'\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload rejected" in daemon.log(), what="the rejection")
+        assert "job[0].source: required option is missing" in daemon.log()
+        assert daemon.proc.poll() is None
+        assert [j["name"] for j in status(good)["jobs"]] == ["home", "second"]
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.log()
+
+
+def test_second_daemon_names_the_first_and_sigterm_stops_a_transfer_cleanly(pools, tmp_path):
+    src, dst = pools
+    (src / "data" / "big.bin").write_bytes(os.urandom(24 << 20))
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(src, dst, tmp_path / "state", rate_limit="4M"))
+    daemon = Daemon(config)
+    try:
+        daemon.messages_until("READY=1")
+        second = cli(config, "daemon")
+        assert second.code == 2
+        assert f"pid {daemon.proc.pid}" in second.err and "already uses state directory" in second.err
+
+        doc = wait_for(lambda: (d := status(config))["jobs"][0]["targets"][0]["transfer"] and d,
+                       what="a transfer under way")
+        transfer = doc["jobs"][0]["targets"][0]["transfer"]
+        assert transfer["bytes"] > 0 and 0 < transfer["rate"] < 8 << 20
+        assert doc["jobs"][0]["running"] == "replicate"
+        human = cli(config, "status")
+        assert "sending" in human.out and all(len(line) <= 80 for line in human.out.splitlines())
+    finally:
+        started = time.monotonic()
+        code = daemon.stop()
+    assert code == 0, daemon.log()
+    assert time.monotonic() - started < 15
+    stray = subprocess.run(["pgrep", "-f", f"btrfs (send|receive).*{dst}"], capture_output=True)
+    assert stray.returncode == 1, "send/receive processes outlived the daemon"
+    records = cli(config, "log", "--json").json
+    sends = [r for r in records if r["type"] == "send"]
+    assert sends and sends[-1]["status"] == "failed" and "interrupted" in sends[-1]["message"]
+    assert [(r["status"], r["message"]) for r in records if r["type"] == "daemon"] == [("success", "stopped")]
+
+    offline = status(config)
+    assert offline["daemon"]["running"] is False
+    assert "not running" in cli(config, "status").out

@@ -1,0 +1,137 @@
+"""The job loop under trio's MockClock: a simulated week in milliseconds, exact times."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from replicator.core.config import Job, Schedule, Target, ZfsSource
+from replicator.core.schedule import parse_cron, parse_interval
+from replicator.daemon.scheduler import JobState, run_job
+
+BASE = datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)   # a Monday
+UTC = timezone.utc
+
+
+@pytest.fixture
+def autojump_clock():
+    return MockClock(autojump_threshold=0)
+
+
+def wall() -> datetime:
+    return BASE + timedelta(seconds=trio.current_time())
+
+
+def job(name="tank", **schedule) -> Job:
+    return Job(name=name, source=ZfsSource(datasets=("tank/a",)), targets=(Target("t", "b/x"),),
+               schedule=Schedule(**schedule))
+
+
+class Recorder:
+    def __init__(self, fail_replications: int = 0, takes: float = 0.0):
+        self.snapshots: list[datetime] = []
+        self.replications: list[datetime] = []
+        self.fail_replications = fail_replications
+        self.takes = takes
+        self.busy = 0
+        self.most_busy = 0
+
+    async def _work(self):
+        self.busy += 1
+        self.most_busy = max(self.most_busy, self.busy)
+        await trio.sleep(self.takes)
+        self.busy -= 1
+
+    async def snapshot(self, job):
+        self.snapshots.append(wall())
+        await self._work()
+        return True
+
+    async def replicate(self, job):
+        self.replications.append(wall())
+        await self._work()
+        if self.fail_replications:
+            self.fail_replications -= 1
+            return False
+        return True
+
+
+async def run_for(seconds: float, jobs_and_states, actions, limit: int = 2):
+    limiter = trio.CapacityLimiter(limit)
+    with trio.move_on_after(seconds):
+        async with trio.open_nursery() as nursery:
+            for j, state in jobs_and_states:
+                nursery.start_soon(lambda j=j, s=state: run_job(
+                    j, s, actions, limiter, trio.Lock(), UTC, wall, retry_initial=60, retry_max=3600))
+
+
+async def test_a_week_every_15_minutes(autojump_clock):
+    actions = Recorder()
+    await run_for(7 * 86400 - 1, [(job(snapshot=parse_interval("15m")), JobState("tank"))], actions)
+    assert len(actions.snapshots) == 7 * 96
+    assert actions.snapshots == [BASE + timedelta(minutes=15 * i) for i in range(7 * 96)]
+    assert actions.replications == actions.snapshots, "without a replicate schedule, replicate follows"
+
+
+async def test_daily_cron_snapshots_with_hourly_replication(autojump_clock):
+    actions = Recorder()
+    j = job(snapshot=parse_cron("0 3 * * *"), replicate=parse_interval("1h"))
+    await run_for(7 * 86400 - 1, [(j, JobState("tank"))], actions)
+    assert actions.snapshots == [BASE + timedelta(days=d, hours=3) for d in range(7)]
+    assert len(actions.replications) == 7 * 24
+    assert actions.replications[:2] == [BASE, BASE + timedelta(hours=1)]
+
+
+async def test_missed_runs_after_downtime_run_once(autojump_clock):
+    actions = Recorder()
+    state = JobState("tank", last_snapshot=BASE - timedelta(hours=5))
+    await run_for(3600 - 1, [(job(snapshot=parse_interval("15m")), state)], actions)
+    assert actions.snapshots == [BASE + timedelta(minutes=15 * i) for i in range(4)]
+
+
+async def test_missed_cron_run_runs_once_at_start(autojump_clock):
+    actions = Recorder()
+    state = JobState("tank", last_snapshot=BASE - timedelta(days=3))
+    await run_for(86400 - 1, [(job(snapshot=parse_cron("0 3 * * *")), state)], actions)
+    assert actions.snapshots == [BASE, BASE + timedelta(hours=3)]
+
+
+async def test_a_slow_job_never_overlaps_itself(autojump_clock):
+    actions = Recorder(takes=20 * 60)
+    await run_for(2 * 3600, [(job(snapshot=parse_interval("15m")), JobState("tank"))], actions)
+    assert actions.most_busy == 1
+    gaps = {b - a for a, b in zip(actions.snapshots, actions.snapshots[1:])}
+    assert gaps == {timedelta(minutes=40)}, "snapshot + replicate take 40 min; next is due at once"
+
+
+async def test_failed_replication_retries_with_backoff(autojump_clock):
+    actions = Recorder(fail_replications=3)
+    await run_for(3600 * 3, [(job(snapshot=parse_interval("6h")), JobState("tank"))], actions)
+    assert actions.snapshots == [BASE]
+    assert actions.replications == [BASE + timedelta(seconds=s) for s in (0, 60, 180, 420)]
+
+
+async def test_jobs_run_concurrently_up_to_the_limit(autojump_clock):
+    actions = Recorder(takes=60)
+    pairs = [(job(f"j{i}", snapshot=parse_interval("1h")), JobState(f"j{i}")) for i in range(5)]
+    await run_for(3599, pairs, actions, limit=2)
+    assert actions.most_busy == 2
+    assert len(actions.snapshots) == 5
+
+
+async def test_a_trigger_runs_an_unscheduled_job_now(autojump_clock):
+    actions = Recorder()
+    state = JobState("tank")
+
+    async def trigger_later():
+        await trio.sleep(100)
+        state.triggered.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trigger_later)
+        await run_for(500, [(job(), state)], actions)
+    assert actions.snapshots == [BASE + timedelta(seconds=100)]
+    assert actions.replications == [BASE + timedelta(seconds=100)]
