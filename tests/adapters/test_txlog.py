@@ -50,3 +50,16 @@ def test_the_log_rotates_and_stays_bounded(tmp_path):
     assert all((tmp_path / f).stat().st_size <= 4096 for f in files)
     numbers = [r["n"] for r in log.read()]
     assert numbers == sorted(numbers) and numbers[-1] == 399
+
+
+def test_the_control_socket_refuses_a_directory_others_can_write(tmp_path):
+    from replicator.adapters.control import check_directory
+    from replicator.core.errors import UsageError
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(UsageError, match="others can write it"):
+        check_directory(shared)
+    private = tmp_path / "private" / "run"
+    check_directory(private)
+    assert private.stat().st_mode & 0o777 == 0o700
