@@ -86,7 +86,9 @@ class Btrfs:
 
 
 def source_snapshots(entries: dict[str, Entry], subvolume: str, prefix: str) -> tuple[Snapshot, ...]:
-    """Our snapshots of `subvolume` in a snapshot directory, identified by their own UUID."""
+    """Our snapshots of `subvolume` in a snapshot directory, identified as `btrfs send` names
+    them: by their own UUID, or for a snapshot that was itself received (a restore), by the
+    UUID it was received as, which is what the target's copy carries as `received_uuid`."""
     snapshots = []
     for entry in entries.values():
         parsed = names.split_btrfs_entry(entry.name)
@@ -94,7 +96,7 @@ def source_snapshots(entries: dict[str, Entry], subvolume: str, prefix: str) -> 
             continue
         when = names.parse_snapshot_name(parsed[1], prefix)
         if when is not None:
-            snapshots.append(Snapshot(name=parsed[1], guid=entry.uuid, order=entry.cgen,
+            snapshots.append(Snapshot(name=parsed[1], guid=entry.received_uuid or entry.uuid, order=entry.cgen,
                                       creation=int(when.timestamp())))
     return oldest_first(snapshots)
 

@@ -136,6 +136,23 @@ class Zfs:
         done.check()
         return True
 
+    async def exists(self, dataset: str) -> bool:
+        done = await self.runner.run(["zfs", "get", "-H", "-o", "value", "type", dataset])
+        return done.status == 0
+
+    async def rename(self, old: str, new: str) -> None:
+        done = await self.runner.run(["zfs", "rename", old, new])
+        if done.status != 0 and "dataset is busy" in done.stderr:
+            # zfs-fuse cannot rename a mounted dataset; OpenZFS remounts by itself.
+            (await self.runner.run(["zfs", "umount", old])).check()
+            done = await self.runner.run(["zfs", "rename", old, new])
+            await self.runner.run(["zfs", "mount", new if done.status == 0 else old])
+        done.check()
+
+    async def mountpoint(self, dataset: str) -> str:
+        done = (await self.runner.run(["zfs", "get", "-H", "-o", "value", "mountpoint", dataset])).check()
+        return done.stdout.strip()
+
     async def set_readonly(self, dataset: str) -> None:
         # Without it, reading files on the target (atime) makes the next incremental fail.
         (await self.runner.run(["zfs", "set", "readonly=on", dataset])).check()

@@ -187,7 +187,7 @@ def _btrfs_snapshots(entries: dict[str, btrfs_adapter.Entry], subvolume: str, *,
     for entry in entries.values():
         parsed = names.split_btrfs_entry(entry.name)
         if parsed and parsed[0] == subvolume and (entry.received_uuid or not received):
-            guid = entry.received_uuid if received else entry.uuid
+            guid = entry.received_uuid or entry.uuid
             result.append(Snapshot(name=parsed[1], guid=guid or "", order=entry.cgen))
     return sorted(result, key=lambda s: s.order)
 

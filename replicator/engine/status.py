@@ -67,7 +67,10 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
     for index, target in enumerate(job.targets):
         entry: dict[str, Any] = {"name": target.name, "where": target.where, "target_snapshots": None,
                                  "newest_common": None, "lag_seconds": None, "last_success": None,
-                                 "last_error": None, "transfer": None}
+                                 "last_error": None, "last_verify": None, "transfer": None}
+        verifies = [r for r in records if r.get("target") == target.name and r.get("type") == "verify"]
+        if verifies:
+            entry["last_verify"] = {k: verifies[-1].get(k) for k in ("time", "status", "message")}
         sends = [r for r in records if r.get("target") == target.name and r.get("type") in ("send", "replicate")]
         successes = [r for r in sends if r.get("status") == "success"]
         entry["last_success"] = successes[-1]["time"] if successes else None

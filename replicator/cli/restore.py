@@ -1,0 +1,64 @@
+"""`replicator restore JOB`: bring a snapshot back from a target."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+
+from replicator.cli.common import human_bytes, load_config, print_json, run_async, select_jobs
+from replicator.core.errors import EXIT_OK, UsageError
+from replicator.engine.context import open_context
+from replicator.engine.restore import Request, Restored, restore
+
+
+def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser("restore", parents=[common],
+                                 help="receive a snapshot back from a target, to a new place or in place")
+    parser.add_argument("job", metavar="JOB")
+    parser.add_argument("--target", metavar="NAME", help="the target to restore from (default: the first)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--snapshot", metavar="NAME", help="this snapshot (default: the newest)")
+    which.add_argument("--at", metavar="TIME", help="the newest snapshot taken at or before TIME (ISO)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", metavar="PATH|HOST:PATH",
+                       help="a new place: a parent dataset (ZFS) or a directory (btrfs), here or on a "
+                            "configured host")
+    where.add_argument("--in-place", action="store_true",
+                       help="over the original; the original is renamed to NAME.replaced_TIME and kept")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be restored, change nothing")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    [job] = select_jobs(config, [args.job])
+    at = None
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise UsageError(f"--at {args.at!r} is not a time", hint="write e.g. 2026-11-25T10:00") from None
+        at = at if at.tzinfo else at.astimezone()
+    request = Request(target=args.target, snapshot=args.snapshot, at=at, to=args.to,
+                      in_place=args.in_place, dry_run=args.dry_run)
+
+    async def go() -> list[Restored]:
+        async with open_context(config) as ctx:
+            return await restore(job, ctx, request)
+
+    results = run_async(go)
+    if args.json:
+        print_json(results)
+        return EXIT_OK
+    for r in results:
+        verb = "would restore" if r.dry_run else "restored"
+        line = f"{verb} {r.source}@{r.snapshot} to {r.destination}"
+        if not r.dry_run:
+            line += f" ({human_bytes(r.bytes)})"
+        print(line)
+        if r.moved_aside:
+            print(f"  the original {'would be' if r.dry_run else 'was'} moved aside to {r.moved_aside}; "
+                  "remove it when you no longer need it")
+        for note in r.notes:
+            print(f"  {note}")
+    return EXIT_OK

@@ -1,0 +1,41 @@
+"""`replicator verify JOB`: check that the targets hold what the source has."""
+
+from __future__ import annotations
+
+import argparse
+
+from replicator.cli.common import load_config, print_json, run_async, select_jobs
+from replicator.core.errors import EXIT_OK, EXIT_TARGET_FAILED
+from replicator.engine.context import open_context
+from replicator.engine.verify import verify_job
+
+
+def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser("verify", parents=[common],
+                                 help="compare the newest common snapshot on source and targets, file by file")
+    parser.add_argument("job", metavar="JOB")
+    parser.add_argument("--target", action="append", default=[], metavar="NAME", help="only this target")
+    parser.add_argument("--sample", type=int, metavar="N", help="check N random files instead of all")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    [job] = select_jobs(config, [args.job])
+
+    async def go():
+        async with open_context(config) as ctx:
+            return await verify_job(job, ctx, target_names=args.target, sample=args.sample)
+
+    results = run_async(go)
+    if args.json:
+        print_json(results)
+    else:
+        for r in results:
+            head = f"{r.job} -> {r.target}: {r.source}@{r.snapshot or '?'}"
+            print(f"{head}: {'OK' if r.ok else 'MISMATCH'}, {r.files_checked} file(s) checked")
+            for problem in r.problems[:50]:
+                print(f"  {problem}")
+            if len(r.problems) > 50:
+                print(f"  ... and {len(r.problems) - 50} more (see --json)")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_TARGET_FAILED

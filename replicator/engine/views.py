@@ -1,0 +1,47 @@
+"""A directory where a snapshot's files can be read, on any host.
+
+btrfs snapshots are directories already. A ZFS snapshot is read through `.zfs/snapshot/NAME`
+where the ZFS has it (OpenZFS); elsewhere (zfs-fuse) through a temporary read-only clone,
+destroyed again on the way out, also when cancelled.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import secrets
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import structlog
+import trio
+
+from replicator.adapters.zfs import Zfs
+
+log = structlog.get_logger()
+
+
+@asynccontextmanager
+async def zfs_snapshot_dir(zfs: Zfs, dataset: str, snapshot: str) -> AsyncIterator[str]:
+    mountpoint = await zfs.mountpoint(dataset)
+    hidden = posixpath.join(mountpoint, ".zfs", "snapshot", snapshot)
+    if mountpoint.startswith("/") and (await zfs.runner.run(["test", "-d", hidden])).status == 0:
+        yield hidden
+        return
+    clone = f"{dataset}.verify_{secrets.token_hex(4)}"
+    (await zfs.runner.run(["zfs", "clone", "-o", "readonly=on", f"{dataset}@{snapshot}", clone])).check()
+    try:
+        yield await zfs.mountpoint(clone)
+    finally:
+        with trio.CancelScope(shield=True):
+            await _destroy_clone(zfs, clone)
+
+
+async def _destroy_clone(zfs: Zfs, clone: str) -> None:
+    # The clone's mount can stay busy for a moment after the last reader exits (zfs-fuse).
+    for attempt in range(10):
+        done = await zfs.runner.run(["zfs", "destroy", "-f", clone])
+        if done.status == 0 or "does not exist" in done.stderr:
+            return
+        await trio.sleep(0.2 * (attempt + 1))
+    log.warning("could not destroy a temporary clone; destroy it by hand", clone=clone,
+                where=zfs.runner.where, error=done.stderr.strip())

@@ -1,0 +1,147 @@
+"""Restore, verify and diff on real filesystems: a backup is worth what its restore is."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
+                     zfs_mountpoint, zfs_received_tree, zfs_snapshots)
+
+
+def btrfs_setup(make_btrfs, tmp_path):
+    src, dst = make_btrfs(), make_btrfs()
+    run("btrfs", "subvolume", "create", src / "data")
+    (src / "data" / "bulk.bin").write_bytes(os.urandom(8 << 20))
+    write_files(src / "data", 1)
+    config = tmp_path / "config.toml"
+    config.write_text(btrfs_job("home", [src / "data"], src / ".snapshots", [target_table(str(dst / "backup"))]))
+    return src, dst, config
+
+
+def test_btrfs_restore_in_place_after_losing_everything_continues_incrementally(make_btrfs, tmp_path):
+    src, dst, config = btrfs_setup(make_btrfs, tmp_path)
+    assert cli(config, "run", "--once").code == 0
+    write_files(src / "data", 2)
+    assert cli(config, "run", "--once").code == 0
+    expected = tree_digest(src / "data")
+    # Disaster: the data and every local snapshot are gone.
+    for snap in (src / ".snapshots").iterdir():
+        run("btrfs", "subvolume", "delete", snap)
+    run("btrfs", "subvolume", "delete", src / "data")
+
+    planned = cli(config, "restore", "home", "--in-place", "--dry-run")
+    assert planned.code == 0 and "would restore" in planned.out
+    assert not (src / "data").exists()
+    restored = cli(config, "restore", "home", "--in-place")
+    assert restored.code == 0, restored.out + restored.err
+    assert tree_digest(src / "data") == expected
+    (src / "data" / "after-restore.txt").write_text("new work")
+
+    again = cli(config, "run", "--once", "--json")
+    assert again.code == 0, again.out + again.err
+    [result] = again.json["replication"]
+    [sent] = result["transfers"]
+    assert sent["kind"] == "incremental", result
+    assert sent["bytes"] < 1 << 20, f"{sent['bytes']} bytes: a full resend, not an incremental"
+    newest = sorted((dst / "backup").iterdir())[-1]
+    assert tree_digest(newest) == tree_digest(src / "data")
+
+
+def test_btrfs_restore_in_place_keeps_the_original_aside(make_btrfs, tmp_path):
+    src, dst, config = btrfs_setup(make_btrfs, tmp_path)
+    assert cli(config, "run", "--once").code == 0
+    good = tree_digest(src / "data")
+    (src / "data" / "docs-encrypted-by-ransomware").write_text("pay up")
+    result = cli(config, "restore", "home", "--in-place")
+    assert result.code == 0, result.err
+    aside = [p for p in src.iterdir() if p.name.startswith("data.replaced_")]
+    assert len(aside) == 1 and (aside[0] / "docs-encrypted-by-ransomware").exists()
+    assert "moved aside" in result.out
+    assert tree_digest(src / "data") == good
+
+
+def test_zfs_restore_to_a_fresh_pool_over_ssh(make_zpool, sshd, tmp_path):
+    src, dst, fresh = make_zpool(), make_zpool(), make_zpool()
+    run("zfs", "create", f"{src}/data")
+    write_files(zfs_mountpoint(f"{src}/data"), 1)
+    config = tmp_path / "config.toml"
+    config.write_text(host_table("vault", sshd) + zfs_job("tank", [f"{src}/data"],
+                                                          [target_table(f"{dst}/b", host="vault")]))
+    assert cli(config, "run", "--once").code == 0
+    [snap] = zfs_snapshots(f"{src}/data")
+    result = cli(config, "restore", "tank", "--to", f"vault:{fresh}/restored", "--snapshot", snap)
+    assert result.code == 0, result.out + result.err
+    restored = f"{fresh}/restored/{src}/data"
+    assert zfs_snapshots(restored) == [snap]
+    assert tree_digest(zfs_received_tree(restored)) == tree_digest(zfs_mountpoint(f"{src}/data"))
+
+
+def test_zfs_restore_in_place_then_incremental(make_zpool, tmp_path):
+    src, dst = make_zpool(), make_zpool()
+    run("zfs", "create", f"{src}/data")
+    (zfs_mountpoint(f"{src}/data") / "bulk.bin").write_bytes(os.urandom(4 << 20))
+    config = tmp_path / "config.toml"
+    config.write_text(zfs_job("tank", [f"{src}/data"], [target_table(f"{dst}/b")]))
+    assert cli(config, "run", "--once").code == 0
+    result = cli(config, "restore", "tank", "--in-place")
+    assert result.code == 0, result.out + result.err
+    aside = [line for line in run("zfs", "list", "-H", "-o", "name").splitlines() if ".replaced_" in line]
+    assert len(aside) == 1
+    (zfs_mountpoint(f"{src}/data") / "after.txt").write_text("more")
+    again = cli(config, "run", "--once", "--json")
+    assert again.code == 0, again.out + again.err
+    [sent] = again.json["replication"][0]["transfers"]
+    assert sent["kind"] == "incremental" and sent["bytes"] < 1 << 20
+
+
+def test_verify_passes_then_catches_a_corrupted_file(make_btrfs, tmp_path):
+    src, dst, config = btrfs_setup(make_btrfs, tmp_path)
+    assert cli(config, "run", "--once").code == 0
+    ok = cli(config, "verify", "home")
+    assert ok.code == 0 and "OK" in ok.out, ok.out + ok.err
+    sampled = cli(config, "verify", "home", "--sample", "2", "--json")
+    assert sampled.code == 0 and sampled.json[0]["files_checked"] == 2
+    [copy] = (dst / "backup").iterdir()
+    # Forcing a received snapshot writable is what an attacker or a bad disk could do to it.
+    run("btrfs", "property", "set", "-f", "-ts", copy, "ro", "false")
+    with open(copy / "bulk.bin", "r+b") as f:
+        f.seek(4096)
+        f.write(b"\0" * 16)
+    run("btrfs", "property", "set", "-ts", copy, "ro", "true")
+    bad = cli(config, "verify", "home")
+    assert bad.code == 3 and "content differs: bulk.bin" in bad.out
+    assert "not a complete received snapshot" in bad.out
+    records = [r for r in cli(config, "log", "--json").json if r["type"] == "verify"]
+    assert [r["status"] for r in records] == ["success", "success", "failed"]
+
+
+def test_zfs_verify_reads_snapshots_on_both_sides(make_zpool, tmp_path):
+    src, dst = make_zpool(), make_zpool()
+    run("zfs", "create", f"{src}/data")
+    write_files(zfs_mountpoint(f"{src}/data"), 1)
+    config = tmp_path / "config.toml"
+    config.write_text(zfs_job("tank", [f"{src}/data"], [target_table(f"{dst}/b")]))
+    assert cli(config, "run", "--once").code == 0
+    write_files(zfs_mountpoint(f"{src}/data"), 2)  # live changes after the snapshot do not count
+    result = cli(config, "verify", "tank")
+    assert result.code == 0, result.out + result.err
+    leftovers = [l for l in run("zfs", "list", "-H", "-o", "name").splitlines() if ".verify_" in l]
+    assert leftovers == []
+
+
+def test_diff_lists_what_changed(make_btrfs, tmp_path):
+    src, dst, config = btrfs_setup(make_btrfs, tmp_path)
+    assert cli(config, "snapshot").code == 0
+    write_files(src / "data", 2)
+    os.remove(src / "data" / "blob-1.bin")
+    shutil.copy(src / "data" / "blob-2.bin", src / "data" / "copy of blob.bin")
+    import time
+    time.sleep(1)
+    assert cli(config, "snapshot").code == 0
+    first, second = sorted(p.name.partition("@")[2] for p in (src / ".snapshots").iterdir())
+    result = cli(config, "diff", "home", first, second)
+    assert result.code == 0, result.err
+    lines = set(result.out.splitlines()[1:])
+    assert {"- blob-1.bin", "+ blob-2.bin", "+ copy of blob.bin", "M dir with space/note.txt"} <= lines
+    assert "M bulk.bin" not in lines
