@@ -42,7 +42,7 @@ async def offline_status(config: Config) -> dict[str, Any]:
         jobs = []
         for job in config.jobs:
             doc = await survey(job, ctx)
-            doc.update(next_snapshot=None, next_replicate=None, running=None, retry_at=None)
+            doc.update(next_snapshot=None, next_replicate=None, next_verify=None, running=None, retry_at=None)
             jobs.append(doc)
     return {"daemon": {"running": False}, "jobs": jobs}
 

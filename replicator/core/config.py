@@ -81,6 +81,8 @@ class Schedule:
 
     snapshot: Rule | None = None
     replicate: Rule | None = None
+    verify: Rule | None = None       # checksum the targets against the source (`replicator verify`)
+    verify_sample: int | None = None  # None: every file
     timezone: str = "local"
 
 
@@ -233,15 +235,21 @@ class _Reader:
             return None
 
     def schedule(self, path: str, value: Mapping[str, Any]) -> Schedule:
-        t = self.table(path, value, {"every", "cron", "replicate_every", "replicate_cron", "timezone"})
+        t = self.table(path, value, {"every", "cron", "replicate_every", "replicate_cron", "verify_every",
+                                     "verify_cron", "verify_sample", "timezone"})
         snapshot = self.rule(path, t, "every", "cron")
         replicate = self.rule(path, t, "replicate_every", "replicate_cron")
+        verify = self.rule(path, t, "verify_every", "verify_cron")
+        sample = self.get(path, t, "verify_sample", int, None)
+        if sample is not None and sample < 1:
+            self.problem(f"{path}.verify_sample", "must be at least 1 (leave it out to check every file)")
         zone = self.get(path, t, "timezone", str, "local") or "local"
         if zone != "local" and not _known_zone(zone):
             self.problem(f"{path}.timezone", f"{zone!r} is not a time zone name (e.g. \"UTC\")")
         if replicate is not None and snapshot is None:
             self.problem(path, "replicate_every/replicate_cron need a snapshot schedule (every or cron)")
-        return Schedule(snapshot=snapshot, replicate=replicate, timezone=zone)
+        return Schedule(snapshot=snapshot, replicate=replicate, verify=verify, verify_sample=sample,
+                        timezone=zone)
 
     def rule(self, path: str, table: Mapping[str, Any], every_key: str, cron_key: str) -> Rule | None:
         every = self.get(path, table, every_key, str, None)

@@ -27,6 +27,7 @@ class Actions(Protocol):
 
     async def snapshot(self, job: Job) -> bool: ...
     async def replicate(self, job: Job) -> bool: ...
+    async def verify(self, job: Job) -> bool: ...
 
 
 def real_wall() -> Callable[[], datetime]:
@@ -42,8 +43,10 @@ class JobState:
     name: str
     last_snapshot: datetime | None = None
     last_replicate: datetime | None = None
+    last_verify: datetime | None = None
     next_snapshot: datetime | None = None
     next_replicate: datetime | None = None
+    next_verify: datetime | None = None
     running: str | None = None
     failures: int = 0
     last_error: str | None = None
@@ -67,7 +70,9 @@ async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.Cap
                                if schedule.snapshot else None)
         state.next_replicate = (next_due(state.last_replicate, schedule.replicate, now, zone)
                                 if schedule.replicate else None)
-        dues = [d for d in (state.next_snapshot, state.next_replicate, state.retry_at) if d]
+        state.next_verify = (next_due(state.last_verify, schedule.verify, now, zone)
+                             if schedule.verify else None)
+        dues = [d for d in (state.next_snapshot, state.next_replicate, state.next_verify, state.retry_at) if d]
         wake = min(dues, default=None)
         if wake is None or wake > now:
             with trio.move_on_after((wake - now).total_seconds() if wake else float("inf")):
@@ -80,7 +85,8 @@ async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.Cap
         replicate_due = triggered or (snapshot_due and schedule.replicate is None) or \
             (state.next_replicate is not None and state.next_replicate <= now) or \
             (state.retry_at is not None and state.retry_at <= now)
-        if not (snapshot_due or replicate_due):
+        verify_due = state.next_verify is not None and state.next_verify <= now
+        if not (snapshot_due or replicate_due or verify_due):
             continue
         async with overlap_lock, limiter:
             ok = True
@@ -92,6 +98,11 @@ async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.Cap
                 state.running = "replicate"
                 ok = await actions.replicate(job)
                 state.last_replicate = now
+            if verify_due:
+                # A failed verify is reported (status, log) but not retried: it is a finding.
+                state.running = "verify"
+                await actions.verify(job)
+                state.last_verify = now
             state.running = None
         _after(state, ok, wall(), retry_initial, retry_max)
 

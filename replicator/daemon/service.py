@@ -30,6 +30,7 @@ from replicator.engine.prune import prune_job, resolve_zone
 from replicator.engine.replicate import replicate_job
 from replicator.engine.snapshot import take_snapshots
 from replicator.engine.status import newest_time, source_snapshots, survey
+from replicator.engine.verify import verify_job
 
 log = structlog.get_logger()
 
@@ -135,6 +136,11 @@ class Daemon:
         systemd.notify(f"STATUS={self.summary()}")
         return not errors
 
+    async def verify(self, job: Job) -> bool:
+        assert self.ctx is not None
+        results = await verify_job(job, self.ctx, sample=job.schedule.verify_sample)
+        return all(r.ok for r in results)
+
     def _note(self, job: Job, error: str | None) -> None:
         if job.name in self.states:
             self.states[job.name].last_error = error
@@ -215,6 +221,7 @@ class Daemon:
             state = self.states.get(name)
             if state:
                 doc.update(next_snapshot=_iso(state.next_snapshot), next_replicate=_iso(state.next_replicate),
+                           next_verify=_iso(state.next_verify),
                            running=state.running, error=state.last_error or doc["error"],
                            retry_at=_iso(state.retry_at))
             for target in doc["targets"]:

@@ -135,3 +135,20 @@ async def test_a_trigger_runs_an_unscheduled_job_now(autojump_clock):
         await run_for(500, [(job(), state)], actions)
     assert actions.snapshots == [BASE + timedelta(seconds=100)]
     assert actions.replications == [BASE + timedelta(seconds=100)]
+
+
+async def test_weekly_verify_runs_beside_the_snapshots(autojump_clock):
+    class WithVerify(Recorder):
+        def __init__(self):
+            super().__init__()
+            self.verifications = []
+
+        async def verify(self, job):
+            self.verifications.append(wall())
+            return False   # a finding, not a reason to retry
+
+    actions = WithVerify()
+    j = job(snapshot=parse_interval("1d"), verify=parse_cron("0 4 * * 0"))
+    await run_for(14 * 86400 - 1, [(j, JobState("tank"))], actions)
+    assert actions.verifications == [BASE + timedelta(days=6, hours=4), BASE + timedelta(days=13, hours=4)]
+    assert len(actions.snapshots) == 14 and len(actions.replications) == 14
