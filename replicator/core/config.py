@@ -69,6 +69,8 @@ class Target:
     host: str | None = None
     retention: Retention = Retention()
     rate_limit: int | None = None    # bytes per second
+    stall_timeout: float = 600.0     # stop a stream that moves no byte for this long
+    rollback_diverged: bool = False  # allowed to destroy target snapshots the source lacks
 
     @property
     def where(self) -> str:
@@ -355,7 +357,10 @@ class _Reader:
         return None
 
     def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
-        t = self.table(path, value, {"name", "path", "host", "retention", "rate_limit"})
+        t = self.table(path, value, {"name", "path", "host", "retention", "rate_limit", "stall_timeout",
+                                     "rollback_diverged"})
+        stall = self.interval(path, t, "stall_timeout", "10m")
+        rollback = self.get(path, t, "rollback_diverged", bool, False)
         limit_text = self.get(path, t, "rate_limit", str, None)
         limit = None
         if limit_text is not None:
@@ -383,7 +388,7 @@ class _Reader:
         if name is not None and not _NAME.fullmatch(name):
             self.problem(f"{path}.name", f"{name!r}: target names use 1-64 letters, digits, '_', '.' and '-'")
         return Target(name=name or "", path=target_path, host=host, retention=self.retention(path, t),
-                      rate_limit=limit)
+                      rate_limit=limit, stall_timeout=float(stall or 600), rollback_diverged=bool(rollback))
 
     def retention(self, parent: str, table: Mapping[str, Any]) -> Retention:
         path = f"{parent}.retention"

@@ -38,6 +38,9 @@ class Plan:
     common: Snapshot | None
     # After a resumed stream the target has changed: list both sides again and plan anew.
     replan_after: bool = False
+    # Target snapshots newer than `common` that the source lacks, to be destroyed first; only
+    # ever planned when the caller allows rollback for that target.
+    rollback: tuple[str, ...] = ()
 
     @property
     def up_to_date(self) -> bool:
@@ -56,11 +59,13 @@ class Conflict:
     message: str
     source: tuple[str, ...] = field(default=())
     target: tuple[str, ...] = field(default=())
+    common: Snapshot | None = None          # for a diverged target: the last common snapshot
+    foreign: tuple[str, ...] = field(default=())  # ... and the target's snapshots after it
 
 
 def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
          resume_token: str | None = None, *, intermediates: bool = True,
-         bookmarks: Sequence[Snapshot] = ()) -> Plan | Conflict:
+         bookmarks: Sequence[Snapshot] = (), allow_rollback: bool = False) -> Plan | Conflict:
     """What to send so that `target` holds every snapshot of `source` after their common one.
 
     `source` and `target` are ordered oldest first. `target` is None when the target dataset
@@ -69,7 +74,9 @@ def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
     its own step whose base is the one before (a btrfs `-p` chain). `bookmarks` (OpenZFS) stand
     in for source snapshots that retention destroyed: when the newest thing the target shares is
     only a bookmark on the source, the first step goes from the bookmark (`-i`, which cannot
-    carry intermediates) and the rest as usual.
+    carry intermediates) and the rest as usual. With `allow_rollback`, a diverged target is
+    planned back to the common snapshot (`Plan.rollback` names what that destroys) instead of
+    being a conflict.
     """
     if resume_token is not None:
         return Plan(steps=(Step(StepKind.RESUME, None, resume_token=resume_token),), common=None,
@@ -84,16 +91,26 @@ def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
     marks = [b for b in bookmarks if b.guid in target_guids
              and (common_index is None or b.order > source[common_index].order)]
     if marks:
-        return _from_bookmark(source, target, max(marks, key=lambda b: b.order), intermediates)
-    if common_index is None:
+        decision = _from_bookmark(source, target, max(marks, key=lambda b: b.order), intermediates)
+    elif common_index is None:
         return _no_common(source, target)
+    else:
+        common = source[common_index]
+        missing = source[common_index + 1:]
+        decision = _diverged(source, target, common) or \
+            Plan(steps=_incremental(common, missing, intermediates), common=common)
+    if isinstance(decision, Conflict) and allow_rollback and decision.kind is ConflictKind.TARGET_DIVERGED:
+        assert decision.common is not None
+        again = plan(source, _up_to(target, decision.common.guid), intermediates=intermediates,
+                     bookmarks=bookmarks)
+        assert isinstance(again, Plan)
+        return Plan(steps=again.steps, common=again.common, rollback=decision.foreign)
+    return decision
 
-    common = source[common_index]
-    conflict = _diverged(source, target, common)
-    if conflict:
-        return conflict
-    missing = source[common_index + 1:]
-    return Plan(steps=_incremental(common, missing, intermediates), common=common)
+
+def _up_to(target: Sequence[Snapshot], guid: str) -> list[Snapshot]:
+    last = max(i for i, s in enumerate(target) if s.guid == guid)
+    return list(target[:last + 1])
 
 
 def _from_bookmark(source: Sequence[Snapshot], target: Sequence[Snapshot], mark: Snapshot,
@@ -118,8 +135,9 @@ def _diverged(source: Sequence[Snapshot], target: Sequence[Snapshot], common: Sn
             f"the target has snapshot(s) newer than the last common one ({common.name}) that the "
             f"source does not have: {', '.join(foreign_after)}. They were taken or received there "
             "after replication, or the source was rolled back. Keep them by renaming the target, "
-            "or destroy them on the target, then replicate again",
-            source=_names(source), target=_names(target))
+            "or destroy them on the target (or set rollback_diverged = true for this target), "
+            "then replicate again",
+            source=_names(source), target=_names(target), common=common, foreign=tuple(foreign_after))
     return None
 
 

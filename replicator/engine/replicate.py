@@ -18,15 +18,15 @@ from replicator.adapters import zfs as zfs_adapter
 from replicator.adapters.btrfs import Btrfs
 from replicator.adapters.locks import target_lock
 from replicator.adapters.runner import Runner
-from replicator.adapters.stream import Progress, transfer
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
 from replicator.core.config import BtrfsSource, Job, Target, ZfsSource
-from replicator.core.errors import ReplicatorError
+from replicator.core.errors import CommandError, ReplicatorError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Conflict, Plan, Step, StepKind, plan
 from replicator.engine.context import Context
 from replicator.engine.faults import crashpoint
+from replicator.engine.streaming import stream
 
 log = structlog.get_logger()
 
@@ -117,19 +117,34 @@ async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runne
             result.status, result.error = "failed", f"source dataset {dataset} does not exist"
             continue
         decision = plan(source_listing[dataset], target_listing.get(destination), intermediates=True,
-                        bookmarks=source_bookmarks.get(dataset, ()))
+                        bookmarks=source_bookmarks.get(dataset, ()),
+                        allow_rollback=target.rollback_diverged)
+        if isinstance(decision, Plan) and decision.rollback and not dry_run:
+            await _roll_back(ctx, job, target, remote, destination, decision)
         final = decision.steps[-1].snapshot if isinstance(decision, Plan) and decision.steps else None
         if final is not None and not dry_run:
             # Pin what is about to become the base before sending it (released on failure).
             await local.hold(names.hold_tag(job.name, target.name), dataset, final.name)
             crashpoint("after-hold")
 
-        async def send_one(step: Step, dataset: str = dataset, destination: str = destination) -> int:
+        async def send_one(step: Step, dataset: str = dataset, destination: str = destination,
+                           decision: Plan | Conflict = decision) -> int:
             if step.kind is StepKind.FULL:
                 await remote.create_parents(destination)
-            moved = await _stream(ctx, f"{job.name}/{target.name} {dataset}", target, ctx.local,
-                                  zfs_adapter.send_argv(dataset, step), runner,
-                                  zfs_adapter.receive_argv(destination))
+            label = f"{job.name}/{target.name} {dataset}"
+            send, receive = zfs_adapter.send_argv(dataset, step), zfs_adapter.receive_argv(destination)
+            try:
+                moved = await stream(ctx, label, target, ctx.local, send, runner, receive)
+            except CommandError as e:
+                if "has been modified" not in e.stderr or step.base is None:
+                    raise
+                if not target.rollback_diverged:
+                    raise CommandError(f"{destination} on {target.where} was changed since its last "
+                                       f"snapshot, so the incremental cannot be received: {e.message}",
+                                       hint="find out who writes there; set rollback_diverged = true for "
+                                            "this target to discard those changes") from None
+                await _roll_back(ctx, job, target, remote, destination, decision)
+                moved = await stream(ctx, label, target, ctx.local, send, runner, receive)
             if step.kind is StepKind.FULL:
                 await remote.set_readonly(destination)
             return moved
@@ -145,6 +160,47 @@ async def _zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runne
                 # incremental can still start from its bookmark.
                 await local.bookmark(dataset, base.name)
     return results
+
+
+async def _clear_interrupted(ctx: Context, job: Job, target: Target, remote: Btrfs, subvolume: str,
+                             decision: Plan, unfinished: list[str]) -> list[str]:
+    """Delete what an interrupted `btrfs receive` of ours left where this plan will receive;
+    returns the entries in the way that are not provably ours (those are kept).
+
+    Two witnesses must agree: the filesystem (a subvolume without received_uuid) and the
+    transaction log (our send of that very snapshot to this target did not succeed)."""
+    planned = {names.btrfs_entry(subvolume, step.snapshot.name) for step in decision.steps if step.snapshot}
+    in_the_way = [entry for entry in unfinished if entry in planned]
+    if not in_the_way:
+        return []
+    records = [r for r in ctx.txlog.read(job=job.name) if r.get("type") == "send" and r.get("target") == target.name]
+    interrupted = set()
+    for r in records:
+        entry = names.btrfs_entry(subvolume, r.get("snapshot") or "")
+        if r.get("status") in ("failed", "incomplete"):
+            interrupted.add(entry)
+        elif r.get("status") == "success":
+            interrupted.discard(entry)
+    ours = [entry for entry in in_the_way if entry in interrupted]
+    if ours:
+        with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path, snapshots=ours,
+                              message="partial subvolume left by an interrupted receive"):
+            await remote.delete([f"{target.path}/{entry}" for entry in ours])
+        log.warning("removed partial subvolumes of an interrupted receive", target=target.name, entries=ours)
+    return [entry for entry in in_the_way if entry not in interrupted]
+
+
+async def _roll_back(ctx: Context, job: Job, target: Target, remote: Zfs, dataset: str,
+                     decision: Plan | Conflict) -> None:
+    """Destroy the target's snapshots after the common one and undo writes since it; only for
+    a target whose config says rollback_diverged = true. Logged snapshot by snapshot."""
+    assert isinstance(decision, Plan) and decision.common is not None
+    for name in decision.rollback:
+        with ctx.txlog.action("destroy", job.name, target=target.name, location=dataset, snapshots=[name],
+                              message="rollback_diverged: the source does not have it"):
+            await remote.destroy_snapshot(dataset, name)
+    if not decision.common.is_bookmark:
+        (await remote.runner.run(["zfs", "rollback", f"{dataset}@{decision.common.name}"])).check()
 
 
 async def move_base_hold(zfs: Zfs, tag: str, dataset: str, snapshots: Sequence[Snapshot],
@@ -178,17 +234,26 @@ async def _btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: R
         results.append(result)
         received = btrfs_adapter.received_snapshots(target_entries or {}, subvolume)
         decision = plan(btrfs_adapter.source_snapshots(source_entries, subvolume, job.snapshot_prefix),
-                        received or None, intermediates=False)
-        leftovers = btrfs_adapter.unfinished(target_entries or {}, subvolume)
-        if leftovers and isinstance(decision, Plan) and not decision.up_to_date:
-            result.status = "failed"
-            result.error = (f"{target.where} holds subvolume(s) from a receive that did not finish: "
-                            f"{', '.join(leftovers)}. They are not complete copies; delete them "
-                            "(btrfs subvolume delete) and replicate again")
-            continue
+                        received or None, intermediates=False, allow_rollback=target.rollback_diverged)
+        if isinstance(decision, Plan) and decision.rollback and not dry_run:
+            doomed = [f"{target.path}/{names.btrfs_entry(subvolume, n)}" for n in decision.rollback]
+            with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path,
+                                  snapshots=list(decision.rollback),
+                                  message="rollback_diverged: the source does not have them"):
+                await remote.delete(doomed)
+        if isinstance(decision, Plan) and decision.steps and not dry_run:
+            blocking = await _clear_interrupted(ctx, job, target, remote, subvolume, decision,
+                                                btrfs_adapter.unfinished(target_entries or {}, subvolume))
+            if blocking:
+                result.status = "failed"
+                result.error = (f"{target.where} holds subvolume(s) named like the snapshots to send that "
+                                f"are not complete received copies: {', '.join(blocking)}. They were not "
+                                "left by an interrupted transfer of ours, so they are kept: move or "
+                                "delete them (btrfs subvolume delete), then replicate again")
+                continue
 
         async def send_one(step: Step, subvolume: str = subvolume) -> int:
-            return await _stream(ctx, f"{job.name}/{target.name} {subvolume}", target, ctx.local,
+            return await stream(ctx, f"{job.name}/{target.name} {subvolume}", target, ctx.local,
                                  btrfs_adapter.send_argv(source.snapshot_dir, subvolume, step), runner,
                                  btrfs_adapter.receive_argv(target.path))
 
@@ -230,16 +295,6 @@ async def _carry_out(ctx: Context, result: TargetResult, decision: Plan | Confli
         finally:
             record.seconds = round(time.monotonic() - started, 3)
         action.done(bytes=record.bytes)
-
-
-async def _stream(ctx: Context, label: str, target: Target, sender: Runner, send_argv: list[str],
-                  receiver: Runner, receive_argv: list[str]) -> int:
-    progress = Progress(label, limit=target.rate_limit)
-    ctx.active.add(progress)
-    try:
-        return await transfer(sender, send_argv, receiver, receive_argv, progress)
-    finally:
-        ctx.active.discard(progress)
 
 
 def _parents_first(datasets: Sequence[str]) -> list[str]:

@@ -18,7 +18,6 @@ from replicator.adapters import btrfs as btrfs_adapter
 from replicator.adapters.btrfs import Btrfs
 from replicator.adapters.locks import target_lock
 from replicator.adapters.runner import Runner
-from replicator.adapters.stream import Progress, transfer
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
 from replicator.core.config import Job, Target, ZfsSource
@@ -26,6 +25,7 @@ from replicator.core.errors import UsageError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
 from replicator.engine.context import Context
+from replicator.engine.streaming import stream
 
 log = structlog.get_logger()
 
@@ -178,13 +178,9 @@ async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context,
 
 async def _stream(ctx: Context, job: Job, target: Target, sender: Runner, send_argv: list[str],
                   receiver: Runner, receive_argv: list[str]) -> int:
-    progress = Progress(f"{job.name}/{target.name} restore", limit=target.rate_limit)
-    ctx.active.add(progress)
-    try:
-        with ctx.txlog.action("restore", job.name, target=target.name, command=send_argv,
-                              destination=receive_argv[-1]) as action:
-            moved = await transfer(sender, send_argv, receiver, receive_argv, progress)
-            action.fields["bytes"] = moved
-            return moved
-    finally:
-        ctx.active.discard(progress)
+    with ctx.txlog.action("restore", job.name, target=target.name, command=send_argv,
+                          destination=receive_argv[-1]) as action:
+        moved = await stream(ctx, f"{job.name}/{target.name} restore", target, sender, send_argv,
+                             receiver, receive_argv)
+        action.fields["bytes"] = moved
+        return moved

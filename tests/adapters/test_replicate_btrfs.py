@@ -98,5 +98,5 @@ def test_incomplete_received_subvolume_is_reported_not_used(make_btrfs, tmp_path
     subvolume(dst / "backup", snap.name)
     result = cli(config, "replicate")
     assert result.code == 3
-    assert "did not finish" in result.out and snap.name in result.out
+    assert "not complete received copies" in result.out and snap.name in result.out
     assert (dst / "backup" / snap.name).exists()

@@ -168,3 +168,26 @@ def test_a_bookmark_does_not_hide_divergence():
     source = [Snapshot("c", "c", 10)]
     p = plan(source, snaps("b", "x"), bookmarks=marks("b", orders=[5]))
     assert isinstance(p, Conflict) and p.kind is ConflictKind.TARGET_DIVERGED
+
+
+def test_a_diverged_target_is_rolled_back_only_when_allowed():
+    source, target = snaps("a", "b", "c"), snaps("a", "b", "x", "y")
+    assert isinstance(plan(source, target), Conflict)
+    p = plan(source, target, allow_rollback=True)
+    assert isinstance(p, Plan) and p.rollback == ("x", "y")
+    assert steps(p) == [("incremental", "b", "c", False)]
+
+
+def test_rollback_never_touches_a_target_without_common_snapshot():
+    p = plan(snaps("a"), snaps("x"), allow_rollback=True)
+    assert isinstance(p, Conflict) and p.kind is ConflictKind.NO_COMMON_SNAPSHOT
+
+
+@given(histories, histories)
+def test_rollback_destroys_only_target_snapshots_the_source_lacks(source_ids, target_ids):
+    source = snaps(*(f"s{i},{i}" for i in source_ids))
+    target = snaps(*(f"t{i},{i}" for i in target_ids))
+    p = plan(source, target, allow_rollback=True)
+    if isinstance(p, Plan):
+        assert set(p.rollback) <= {t.name for t in target}
+        assert not {t.guid for t in target if t.name in p.rollback} & {s.guid for s in source}

@@ -1,0 +1,66 @@
+"""Run one transfer for a target: progress in the context, the target's rate limit, and a
+watchdog that stops a stream which makes no progress (a link that stalls without closing)."""
+
+from __future__ import annotations
+
+import trio
+
+from replicator.adapters.runner import Runner
+from replicator.adapters.stream import Progress, transfer
+from replicator.core.config import Target
+from replicator.core.errors import TargetError
+from replicator.engine.context import Context
+
+
+class Stalled(TargetError):
+    """No byte moved for longer than the target's stall_timeout."""
+
+
+async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_argv: list[str],
+                 receiver: Runner, receive_argv: list[str]) -> int:
+    """Bytes moved; raises Stalled, or what `transfer` raises. Cancelling kills both ends."""
+    progress = Progress(label, limit=target.rate_limit)
+    stalled = trio.Event()
+    moved = 0
+    ctx.active.add(progress)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch, progress, target.stall_timeout, stalled, nursery.cancel_scope)
+            moved = await transfer(sender, send_argv, receiver, receive_argv, progress)
+            nursery.cancel_scope.cancel()  # the transfer is done: stop watching
+    except BaseExceptionGroup as group:
+        raise sole(group) from None
+    finally:
+        ctx.active.discard(progress)
+    if stalled.is_set():
+        raise Stalled(f"the stream to {target.where} made no progress for {target.stall_timeout:g} s "
+                      "and was stopped", hint="check the link and the target; the next run retries")
+    return moved
+
+
+def sole(group: BaseExceptionGroup) -> BaseException:
+    """The one error a nursery wrapped, so callers can catch our errors by type; a group of
+    several stays a group."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else group
+
+
+async def _watch(progress: Progress, timeout: float, stalled: trio.Event, scope: trio.CancelScope) -> None:
+    seen, since = progress.bytes, trio.current_time()
+    while True:
+        await trio.sleep(min(1.0, timeout / 4))
+        if progress.bytes != seen:
+            seen, since = progress.bytes, trio.current_time()
+        elif trio.current_time() - since > timeout:
+            stalled.set()
+            scope.cancel()
+            return

@@ -1,0 +1,190 @@
+"""Faults on real filesystems and a real sshd: the data on the target ends identical to the
+source, nothing is destroyed by mistake, and the next run recovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from faultproxy import FaultProxy
+from replicator.sandbox import write_known_hosts
+from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
+                     zfs_mountpoint, zfs_received_tree, zfs_snapshots)
+
+
+def btrfs_world(make_btrfs, tmp_path, *, size=32 << 20, target_size=256, target_extra="", host=""):
+    src, dst = make_btrfs(), make_btrfs(target_size)
+    run("btrfs", "subvolume", "create", src / "data")
+    (src / "data" / "bulk.bin").write_bytes(os.urandom(size))
+    write_files(src / "data", 1)
+    config = tmp_path / "config.toml"
+    target = target_table(str(dst / "backup"), host="remote" if host else None) + target_extra
+    config.write_text(host + btrfs_job("home", [src / "data"], src / ".snapshots", [target]))
+    return src, dst, config
+
+
+def received(dst):
+    return sorted(p for p in (dst / "backup").iterdir() if p.name.startswith("data@")) \
+        if (dst / "backup").exists() else []
+
+
+def proxied_host(sshd, proxy, tmp_path):
+    known = write_known_hosts(tmp_path / f"known_hosts_{proxy.port}", proxy.port, sshd.host_key_pub)
+    return host_table("remote", sshd, port=proxy.port, known_hosts=str(known))
+
+
+@pytest.mark.parametrize("mode", ["cut", "stall"])
+def test_a_link_that_drops_or_stalls_mid_stream(mode, make_btrfs, sshd, tmp_path):
+    proxy = FaultProxy(sshd.port, after_bytes=4 << 20, mode=mode)
+    try:
+        src, dst, config = btrfs_world(make_btrfs, tmp_path, host=proxied_host(sshd, proxy, tmp_path),
+                                       target_extra='stall_timeout = "3s"\n')
+        started = time.monotonic()
+        broken = cli(config, "run", "--once")
+        assert broken.code == 3, broken.out + broken.err
+        assert proxy.tripped.is_set(), broken.out
+        assert time.monotonic() - started < 60, "a stalled link must not hang the run"
+        says = "made no progress" if mode == "stall" else "ssh transport"
+        assert says in broken.out, broken.out
+    finally:
+        proxy.close()
+    healthy = FaultProxy(sshd.port, after_bytes=0, mode="pass")
+    try:
+        config.write_text(config.read_text().replace(proxied_host(sshd, proxy, tmp_path),
+                                                     proxied_host(sshd, healthy, tmp_path)))
+        again = cli(config, "replicate")
+        assert again.code == 0, again.out + again.err
+    finally:
+        healthy.close()
+    [copy] = received(dst)
+    assert tree_digest(copy) == tree_digest(src / "data")
+    assert len(list((src / ".snapshots").iterdir())) == 1, "no snapshot lost"
+
+
+def kill_when_streaming(config, pattern: str, env=None):
+    """Start `replicator replicate` and SIGKILL the process matching `pattern` mid-stream."""
+    proc = subprocess.Popen([sys.executable, "-m", "replicator", "replicate", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "STATE_DIRECTORY": str(config.parent / "state"), **(env or {})})
+    victim = None
+    deadline = time.monotonic() + 30
+    while victim is None and time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+        victim = int(found[0]) if found else None
+        time.sleep(0.05)
+    assert victim, f"nothing matched {pattern}"
+    time.sleep(0.5)
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("victim", ["sender", "receiver", "replicator"])
+def test_kill_9_mid_stream_then_the_next_run_completes(victim, make_btrfs, tmp_path):
+    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=96 << 20, target_extra='rate_limit = "16M"\n')
+    assert cli(config, "snapshot").code == 0
+    pattern = {"sender": f"btrfs send .*{src}", "receiver": f"btrfs receive .*{dst}",
+               "replicator": f"replicator replicate --config {config}"}[victim]
+    code, out, err = kill_when_streaming(config, pattern)
+    assert code != 0
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-f", f"btrfs (send|receive) .*{src}|{dst}"], capture_output=True)
+    assert leftovers.returncode == 1, "send/receive outlived the failure"
+    again = cli(config, "replicate")
+    assert again.code == 0, again.out + again.err
+    [copy] = received(dst)
+    assert tree_digest(copy) == tree_digest(src / "data")
+    destroyed = [r for r in cli(config, "log", "--json").json if r["type"] == "destroy"]
+    assert all("interrupted receive" in r.get("message", "") for r in destroyed)
+
+
+def test_a_full_target_fails_clearly_and_succeeds_once_space_is_freed(make_btrfs, tmp_path):
+    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=48 << 20, target_size=160)
+    filler = dst / "filler.bin"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(os.urandom(1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    full = cli(config, "run", "--once")
+    assert full.code == 3
+    assert "No space left" in full.out or "no space" in full.out.lower(), full.out
+    assert len(list((src / ".snapshots").iterdir())) == 1, "the source is untouched"
+    filler.unlink()
+    run("btrfs", "filesystem", "sync", dst)
+    again = cli(config, "replicate")
+    assert again.code == 0, again.out + again.err
+    [copy] = received(dst)
+    assert tree_digest(copy) == tree_digest(src / "data")
+
+
+def test_two_replications_of_one_target_at_once(make_btrfs, tmp_path):
+    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=64 << 20, target_extra='rate_limit = "32M"\n')
+    assert cli(config, "snapshot").code == 0
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")}
+    first = subprocess.Popen([sys.executable, "-m", "replicator", "replicate", "--config", str(config)],
+                             stdout=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 20
+    while subprocess.run(["pgrep", "-f", f"btrfs receive .*{dst}"], capture_output=True).returncode and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = cli(config, "replicate")
+    assert second.code == 3 and "busy" in second.out
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode == 0, out
+    [copy] = received(dst)
+    assert tree_digest(copy) == tree_digest(src / "data")
+
+
+def test_a_diverged_zfs_target_is_rolled_back_only_when_allowed(make_zpool, tmp_path):
+    src, dst = make_zpool(), make_zpool()
+    run("zfs", "create", f"{src}/data")
+    write_files(zfs_mountpoint(f"{src}/data"), 1)
+    config = tmp_path / "c.toml"
+    base = zfs_job("tank", [f"{src}/data"], [target_table(f"{dst}/b")])
+    config.write_text(base)
+    assert cli(config, "run", "--once").code == 0
+    copy = f"{dst}/b/{src}/data"
+    run("zfs", "snapshot", f"{copy}@someone-elses")
+    write_files(zfs_mountpoint(f"{src}/data"), 2)
+    refused = cli(config, "run", "--once")
+    assert refused.code == 3 and "rollback_diverged" in refused.out
+    assert "someone-elses" in zfs_snapshots(copy)
+
+    config.write_text(base + "rollback_diverged = true\n")
+    allowed = cli(config, "replicate")
+    assert allowed.code == 0, allowed.out + allowed.err
+    assert "someone-elses" not in zfs_snapshots(copy)
+    assert zfs_snapshots(copy) == zfs_snapshots(f"{src}/data")
+    assert tree_digest(zfs_received_tree(copy)) == tree_digest(zfs_mountpoint(f"{src}/data"))
+    destroyed = [r for r in cli(config, "log", "--json").json if r["type"] == "destroy"]
+    assert [r["snapshots"] for r in destroyed] == [["someone-elses"]]
+
+
+def test_a_zfs_target_written_to_needs_rollback_permission(make_zpool, tmp_path):
+    src, dst = make_zpool(), make_zpool()
+    run("zfs", "create", f"{src}/data")
+    write_files(zfs_mountpoint(f"{src}/data"), 1)
+    config = tmp_path / "c.toml"
+    base = zfs_job("tank", [f"{src}/data"], [target_table(f"{dst}/b")])
+    config.write_text(base)
+    assert cli(config, "run", "--once").code == 0
+    copy = f"{dst}/b/{src}/data"
+    run("zfs", "set", "readonly=off", copy)
+    (zfs_received_tree(copy) / "intruder.txt").write_text("written on the backup")
+    write_files(zfs_mountpoint(f"{src}/data"), 2)
+    refused = cli(config, "run", "--once")
+    assert refused.code == 3 and "was changed since its last snapshot" in refused.out, refused.out
+    config.write_text(base + "rollback_diverged = true\n")
+    allowed = cli(config, "replicate")
+    assert allowed.code == 0, allowed.out + allowed.err
+    tree = zfs_received_tree(copy)
+    assert not (tree / "intruder.txt").exists()
+    assert tree_digest(tree) == tree_digest(zfs_mountpoint(f"{src}/data"))
