@@ -1,0 +1,87 @@
+"""Replicate a btrfs job's subvolumes to one target: a chain of `btrfs send -p`, each snapshot
+received read-only into the target directory."""
+
+from __future__ import annotations
+
+import structlog
+
+from replicator.adapters import btrfs as btrfs_adapter
+from replicator.adapters.btrfs import Btrfs
+from replicator.adapters.runner import Runner
+from replicator.core import names
+from replicator.core.config import BtrfsSource, Job, Target
+from replicator.core.planner import Plan, Step, plan
+from replicator.engine.context import Context
+from replicator.engine.results import TargetResult, carry_out, where
+from replicator.engine.streaming import stream
+
+log = structlog.get_logger()
+
+
+async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Runner, ctx: Context,
+                        dry_run: bool) -> list[TargetResult]:
+    source_entries = await Btrfs(ctx.local).entries(source.snapshot_dir) or {}
+    remote = Btrfs(runner)
+    target_entries = await remote.entries(target.path)
+    if target_entries is None and not dry_run:
+        await remote.ensure_directory(target.path)
+    results = []
+    for subvolume_path in source.subvolumes:
+        subvolume = names.basename(subvolume_path)
+        result = TargetResult(job.name, target.name, subvolume_path, where(target, target.path), "up_to_date")
+        results.append(result)
+        received = btrfs_adapter.received_snapshots(target_entries or {}, subvolume)
+        decision = plan(btrfs_adapter.source_snapshots(source_entries, subvolume, job.snapshot_prefix),
+                        received or None, intermediates=False, allow_rollback=target.rollback_diverged)
+        if isinstance(decision, Plan) and decision.rollback and not dry_run:
+            doomed = [f"{target.path}/{names.btrfs_entry(subvolume, n)}" for n in decision.rollback]
+            with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path,
+                                  snapshots=list(decision.rollback),
+                                  message="rollback_diverged: the source does not have them"):
+                await remote.delete(doomed)
+        if isinstance(decision, Plan) and decision.steps and not dry_run:
+            blocking = await _clear_interrupted(ctx, job, target, remote, subvolume, decision,
+                                                btrfs_adapter.unfinished(target_entries or {}, subvolume))
+            if blocking:
+                result.status = "failed"
+                result.error = (f"{target.where} holds subvolume(s) named like the snapshots to send that "
+                                f"are not complete received copies: {', '.join(blocking)}. They were not "
+                                "left by an interrupted transfer of ours, so they are kept: move or "
+                                "delete them (btrfs subvolume delete), then replicate again")
+                continue
+
+        async def send_one(step: Step, subvolume: str = subvolume) -> int:
+            return await stream(ctx, f"{job.name}/{target.name} {subvolume}", target, ctx.local,
+                                 btrfs_adapter.send_argv(source.snapshot_dir, subvolume, step), runner,
+                                 btrfs_adapter.receive_argv(target.path))
+
+        await carry_out(ctx, result, decision, dry_run, send_one)
+    return results
+
+
+async def _clear_interrupted(ctx: Context, job: Job, target: Target, remote: Btrfs, subvolume: str,
+                             decision: Plan, unfinished: list[str]) -> list[str]:
+    """Delete what an interrupted `btrfs receive` of ours left where this plan will receive;
+    returns the entries in the way that are not provably ours (those are kept).
+
+    Two witnesses must agree: the filesystem (a subvolume without received_uuid) and the
+    transaction log (our send of that very snapshot to this target did not succeed)."""
+    planned = {names.btrfs_entry(subvolume, step.snapshot.name) for step in decision.steps if step.snapshot}
+    in_the_way = [entry for entry in unfinished if entry in planned]
+    if not in_the_way:
+        return []
+    records = [r for r in ctx.txlog.read(job=job.name) if r.get("type") == "send" and r.get("target") == target.name]
+    interrupted = set()
+    for r in records:
+        entry = names.btrfs_entry(subvolume, r.get("snapshot") or "")
+        if r.get("status") in ("failed", "incomplete"):
+            interrupted.add(entry)
+        elif r.get("status") == "success":
+            interrupted.discard(entry)
+    ours = [entry for entry in in_the_way if entry in interrupted]
+    if ours:
+        with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path, snapshots=ours,
+                              message="partial subvolume left by an interrupted receive"):
+            await remote.delete([f"{target.path}/{entry}" for entry in ours])
+        log.warning("removed partial subvolumes of an interrupted receive", target=target.name, entries=ours)
+    return [entry for entry in in_the_way if entry not in interrupted]

@@ -1,0 +1,114 @@
+"""Replicate a ZFS job's datasets to one target: one `zfs send -I` stream per dataset where it
+can, the base pinned by a hold on the source, interrupted receives resumed by token."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import structlog
+
+from replicator.adapters import zfs as zfs_adapter
+from replicator.adapters.runner import Runner
+from replicator.adapters.zfs import Zfs
+from replicator.core import names
+from replicator.core.config import Job, Target, ZfsSource
+from replicator.core.errors import CommandError
+from replicator.core.model import Snapshot
+from replicator.core.planner import Conflict, Plan, Step, StepKind, plan
+from replicator.engine.context import Context
+from replicator.engine.faults import crashpoint
+from replicator.engine.results import TargetResult, carry_out, parents_first, where
+from replicator.engine.streaming import stream
+
+log = structlog.get_logger()
+
+
+async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner, ctx: Context,
+                      dry_run: bool) -> list[TargetResult]:
+    local = Zfs(ctx.local)
+    remote = Zfs(runner)
+    source_listing = await local.listing(source.datasets, recursive=source.recursive)
+    source_bookmarks = await local.bookmarks(source.datasets, recursive=source.recursive)
+    target_listing = await remote.listing([target.path], recursive=True)
+    results = []
+    for dataset in parents_first([*source_listing, *(d for d in source.datasets if d not in source_listing)]):
+        destination = names.zfs_target_dataset(target.path, dataset)
+        result = TargetResult(job.name, target.name, dataset, where(target, destination), "up_to_date")
+        results.append(result)
+        if dataset not in source_listing:
+            result.status, result.error = "failed", f"source dataset {dataset} does not exist"
+            continue
+        decision = plan(source_listing[dataset], target_listing.get(destination), intermediates=True,
+                        bookmarks=source_bookmarks.get(dataset, ()),
+                        allow_rollback=target.rollback_diverged)
+        if isinstance(decision, Plan) and decision.rollback and not dry_run:
+            await _roll_back(ctx, job, target, remote, destination, decision)
+        final = decision.steps[-1].snapshot if isinstance(decision, Plan) and decision.steps else None
+        if final is not None and not dry_run:
+            # Pin what is about to become the base before sending it (released on failure).
+            await local.hold(names.hold_tag(job.name, target.name), dataset, final.name)
+            crashpoint("after-hold")
+
+        async def send_one(step: Step, dataset: str = dataset, destination: str = destination,
+                           decision: Plan | Conflict = decision) -> int:
+            if step.kind is StepKind.FULL:
+                await remote.create_parents(destination)
+            label = f"{job.name}/{target.name} {dataset}"
+            send, receive = zfs_adapter.send_argv(dataset, step), zfs_adapter.receive_argv(destination)
+            try:
+                moved = await stream(ctx, label, target, ctx.local, send, runner, receive)
+            except CommandError as e:
+                if "has been modified" not in e.stderr or step.base is None:
+                    raise
+                if not target.rollback_diverged:
+                    raise CommandError(f"{destination} on {target.where} was changed since its last "
+                                       f"snapshot, so the incremental cannot be received: {e.message}",
+                                       hint="find out who writes there; set rollback_diverged = true for "
+                                            "this target to discard those changes") from None
+                await _roll_back(ctx, job, target, remote, destination, decision)
+                moved = await stream(ctx, label, target, ctx.local, send, runner, receive)
+            if step.kind is StepKind.FULL:
+                await remote.set_readonly(destination)
+            return moved
+
+        await carry_out(ctx, result, decision, dry_run, send_one)
+        if isinstance(decision, Plan) and not dry_run:
+            crashpoint("after-receive")
+            base = final if result.status == "replicated" else decision.common
+            await move_base_hold(local, names.hold_tag(job.name, target.name), dataset,
+                                 source_listing[dataset], base, also_release=final)
+            if base is not None and not base.is_bookmark and local.has_bookmarks:
+                # A second line of defence: should the base snapshot ever go, the next
+                # incremental can still start from its bookmark.
+                await local.bookmark(dataset, base.name)
+    return results
+
+
+async def _roll_back(ctx: Context, job: Job, target: Target, remote: Zfs, dataset: str,
+                     decision: Plan | Conflict) -> None:
+    """Destroy the target's snapshots after the common one and undo writes since it; only for
+    a target whose config says rollback_diverged = true. Logged snapshot by snapshot."""
+    assert isinstance(decision, Plan) and decision.common is not None
+    for name in decision.rollback:
+        with ctx.txlog.action("destroy", job.name, target=target.name, location=dataset, snapshots=[name],
+                              message="rollback_diverged: the source does not have it"):
+            await remote.destroy_snapshot(dataset, name)
+    if not decision.common.is_bookmark:
+        (await remote.runner.run(["zfs", "rollback", f"{dataset}@{decision.common.name}"])).check()
+
+
+async def move_base_hold(zfs: Zfs, tag: str, dataset: str, snapshots: Sequence[Snapshot],
+                         base: Snapshot | None, also_release: Snapshot | None = None) -> None:
+    """Hold `base` for this target and release the target's hold everywhere else.
+
+    The order is what makes a crash at any point safe: the new base is held before any old
+    hold goes, so the source always has at least one held base for the target. Snapshots are
+    tried where the listing saw a hold (we cannot read tag names on every ZFS), and
+    `also_release` covers the one held since the listing.
+    """
+    if base is not None and not base.is_bookmark:
+        await zfs.hold(tag, dataset, base.name)
+        crashpoint("after-hold-moved")
+    held = {s.name for s in snapshots if s.holds} | ({also_release.name} if also_release else set())
+    for name in sorted(held - {base.name if base else ""}):
+        await zfs.release(tag, dataset, name)
