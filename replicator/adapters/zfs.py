@@ -27,6 +27,7 @@ class Zfs:
         self.runner = runner
         self._one_snapshot_per_call = False
         self.has_bookmarks: bool | None = None  # unknown until asked; zfs-fuse has none
+        self.has_resume: bool | None = None     # resumable receive (`receive -s`, OpenZFS)
 
     async def listing(self, roots: Sequence[str], *, recursive: bool) -> dict[str, tuple[Snapshot, ...]]:
         """Every existing dataset under `roots` (or just the roots) with its snapshots, oldest
@@ -79,6 +80,38 @@ class Zfs:
                 result.setdefault(dataset, []).append(Snapshot(
                     name=mark, guid=guid, order=_int(txg), creation=_int(creation), is_bookmark=True))
         return {ds: oldest_first(marks) for ds, marks in result.items()}
+
+    async def resume_tokens(self, root: str) -> dict[str, str]:
+        """Dataset -> `receive_resume_token` of interrupted resumable receives under `root`.
+
+        Also learns whether this ZFS can resume at all (zfs-fuse cannot); a missing root is
+        asked about through its pool."""
+        pool = root.split("/")[0]
+        for where in (root, pool):
+            done = await self.runner.run(["zfs", "get", "-H", "-r", "-o", "name,value",
+                                          "receive_resume_token", where])
+            if done.status == 0:
+                break
+            if "bad property list" in done.stderr or "invalid property" in done.stderr:
+                self.has_resume = False
+                return {}
+            if "does not exist" not in done.stderr:
+                done.check()
+        else:
+            return {}
+        self.has_resume = True
+        if where != root:
+            return {}
+        tokens = {}
+        for line in done.stdout.splitlines():
+            name, _, value = line.partition("\t")
+            if value and value != "-" and "@" not in name:
+                tokens[name] = value
+        return tokens
+
+    async def abort_resumable(self, dataset: str) -> None:
+        """Discard the partial state of an interrupted resumable receive (`receive -A`)."""
+        (await self.runner.run(["zfs", "receive", "-A", dataset])).check()
 
     async def bookmark(self, dataset: str, snapshot: str) -> None:
         """Bookmark a snapshot under its own name, so that it can stay a base if it goes."""
@@ -170,8 +203,9 @@ def send_argv(dataset: str, step: Step) -> list[str]:
     return ["zfs", "send", "-I" if step.intermediates else "-i", base, snapshot]
 
 
-def receive_argv(dataset: str) -> list[str]:
-    return ["zfs", "receive", dataset]
+def receive_argv(dataset: str, *, resumable: bool = False) -> list[str]:
+    # -s keeps what arrived when the stream breaks, with a token to resume from.
+    return ["zfs", "receive", "-s", dataset] if resumable else ["zfs", "receive", dataset]
 
 
 def _int(value: str | None) -> int:

@@ -17,7 +17,7 @@ from replicator.core.model import Snapshot
 from replicator.core.planner import Conflict, Plan, Step, StepKind, plan
 from replicator.engine.context import Context
 from replicator.engine.faults import crashpoint
-from replicator.engine.results import TargetResult, carry_out, parents_first, where
+from replicator.engine.results import TargetResult, Transferred, carry_out, parents_first, where
 from replicator.engine.streaming import stream
 
 log = structlog.get_logger()
@@ -30,6 +30,7 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
     source_listing = await local.listing(source.datasets, recursive=source.recursive)
     source_bookmarks = await local.bookmarks(source.datasets, recursive=source.recursive)
     target_listing = await remote.listing([target.path], recursive=True)
+    tokens = await remote.resume_tokens(target.path)
     results = []
     for dataset in parents_first([*source_listing, *(d for d in source.datasets if d not in source_listing)]):
         destination = names.zfs_target_dataset(target.path, dataset)
@@ -38,6 +39,12 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
         if dataset not in source_listing:
             result.status, result.error = "failed", f"source dataset {dataset} does not exist"
             continue
+        if destination in tokens and not dry_run:
+            if await _resume(ctx, job, target, runner, remote, destination, tokens[destination], result):
+                target_listing[destination] = (await remote.listing([destination], recursive=False)).get(
+                    destination, ())
+            elif result.status == "failed":
+                continue
         decision = plan(source_listing[dataset], target_listing.get(destination), intermediates=True,
                         bookmarks=source_bookmarks.get(dataset, ()),
                         allow_rollback=target.rollback_diverged)
@@ -54,7 +61,8 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
             if step.kind is StepKind.FULL:
                 await remote.create_parents(destination)
             label = f"{job.name}/{target.name} {dataset}"
-            send, receive = zfs_adapter.send_argv(dataset, step), zfs_adapter.receive_argv(destination)
+            send = zfs_adapter.send_argv(dataset, step)
+            receive = zfs_adapter.receive_argv(destination, resumable=bool(remote.has_resume))
             try:
                 moved = await stream(ctx, label, target, ctx.local, send, runner, receive)
             except CommandError as e:
@@ -82,6 +90,42 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
                 # incremental can still start from its bookmark.
                 await local.bookmark(dataset, base.name)
     return results
+
+
+# What `zfs send -t` says when a token can never work again (as opposed to a broken link).
+_STALE_TOKEN = ("no longer", "corrupt", "invalid", "does not exist", "not the same")
+
+
+async def _resume(ctx: Context, job: Job, target: Target, runner: Runner, remote: Zfs, destination: str,
+                  token: str, result: TargetResult) -> bool:
+    """Finish an interrupted receive from where it stopped. True if it completed; False if the
+    token could not be used (then the partial state is aborted, logged, and the caller plans
+    the best normal incremental) or if the resumed stream failed again (result says why)."""
+    record = Transferred("resume", None, None, False)
+    result.transfers.append(record)
+    action = ctx.txlog.start("send", job.name, target=target.name, destination=destination, kind="resume",
+                             token=token[:32])
+    try:
+        record.bytes = await stream(ctx, f"{job.name}/{target.name} {destination} (resume)", target,
+                                    ctx.local, ["zfs", "send", "-t", token], runner,
+                                    zfs_adapter.receive_argv(destination, resumable=True))
+    except CommandError as e:
+        record.failed = True
+        stale = e.argv[:3] == ("zfs", "send", "-t") and any(w in e.stderr for w in _STALE_TOKEN)
+        action.failed(str(e))
+        if not stale:
+            result.status, result.error = "failed", str(e)
+            return False
+        log.warning("resume token unusable; aborting the partial receive", target=target.name,
+                    dataset=destination, reason=e.stderr.strip())
+        with ctx.txlog.action("abort-resume", job.name, target=target.name, destination=destination,
+                              message=f"token no longer usable: {e.stderr.strip()}"):
+            await remote.abort_resumable(destination)
+        result.transfers.remove(record)
+        return False
+    action.done(bytes=record.bytes)
+    result.status = "replicated"
+    return True
 
 
 async def _roll_back(ctx: Context, job: Job, target: Target, remote: Zfs, dataset: str,
