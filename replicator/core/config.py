@@ -71,6 +71,7 @@ class Target:
     rate_limit: int | None = None    # bytes per second
     stall_timeout: float = 600.0     # stop a stream that moves no byte for this long
     rollback_diverged: bool = False  # allowed to destroy target snapshots the source lacks
+    resumable: bool = True           # btrfs: stage streams in a spool on the target to resume them
 
     @property
     def where(self) -> str:
@@ -358,7 +359,8 @@ class _Reader:
 
     def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
         t = self.table(path, value, {"name", "path", "host", "retention", "rate_limit", "stall_timeout",
-                                     "rollback_diverged"})
+                                     "rollback_diverged", "resumable"})
+        resumable = self.get(path, t, "resumable", bool, True)
         stall = self.interval(path, t, "stall_timeout", "10m")
         rollback = self.get(path, t, "rollback_diverged", bool, False)
         limit_text = self.get(path, t, "rate_limit", str, None)
@@ -388,7 +390,8 @@ class _Reader:
         if name is not None and not _NAME.fullmatch(name):
             self.problem(f"{path}.name", f"{name!r}: target names use 1-64 letters, digits, '_', '.' and '-'")
         return Target(name=name or "", path=target_path, host=host, retention=self.retention(path, t),
-                      rate_limit=limit, stall_timeout=float(stall or 600), rollback_diverged=bool(rollback))
+                      rate_limit=limit, stall_timeout=float(stall or 600), rollback_diverged=bool(rollback),
+                      resumable=resumable is not False)
 
     def retention(self, parent: str, table: Mapping[str, Any]) -> Retention:
         path = f"{parent}.retention"

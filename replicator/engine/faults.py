@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("after-hold", "after-receive", "after-hold-moved")
+POINTS = ("after-hold", "after-receive", "after-hold-moved", "after-spool")
 
 
 def crashpoint(name: str) -> None:

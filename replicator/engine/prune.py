@@ -184,11 +184,10 @@ def _btrfs_snapshots(entries: dict[str, btrfs_adapter.Entry], subvolume: str, *,
                      received: bool) -> list[Snapshot]:
     """Every snapshot entry of `subvolume` (ours or not), identified as the planner does."""
     result = []
-    for entry in entries.values():
-        parsed = names.split_btrfs_entry(entry.name)
-        if parsed and parsed[0] == subvolume and (entry.received_uuid or not received):
+    for entry, snapshot in btrfs_adapter.entries_of(entries, subvolume):
+        if entry.received_uuid or not received:
             guid = entry.received_uuid or entry.uuid
-            result.append(Snapshot(name=parsed[1], guid=guid or "", order=entry.cgen))
+            result.append(Snapshot(name=snapshot, guid=guid or "", order=entry.cgen))
     return sorted(result, key=lambda s: s.order)
 
 
