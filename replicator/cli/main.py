@@ -8,10 +8,12 @@ import sys
 from typing import Sequence
 
 from replicator import __version__, logsetup
-from replicator.cli import check_config, demo, prune, replicate, run, serve, snapshot
+from replicator.cli import (check_config, daemon, demo, diff, log, prune, replicate, restore, run, serve,
+                            snapshot, status, trigger, verify)
 from replicator.core.errors import ReplicatorError
 
-SUBCOMMANDS = (check_config, snapshot, replicate, prune, run, demo, serve)
+SUBCOMMANDS = (check_config, snapshot, replicate, prune, run, daemon, status, trigger, log, restore,
+               verify, diff, demo, serve)
 
 EPILOG = """exit codes:
   0  done            1  warning          2  usage or config error (nothing changed)
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logsetup.configure(("warning", "info", "debug")[min(args.verbose, 2)])
+    quiet = getattr(args, "log_level", "warning")
+    logsetup.configure((quiet, "info", "debug")[min(args.verbose, 2)])
     try:
         return args.handler(args)
     except ReplicatorError as e:

@@ -1,0 +1,212 @@
+"""`replicator serve`: the restricted endpoint, run by sshd as an authorized_keys forced command.
+
+    command="replicator serve --role receive --root backup/hostA",restrict ssh-ed25519 AAAA...
+
+sshd runs this instead of what the client asked for and puts the client's command line in
+SSH_ORIGINAL_COMMAND. What may run is decided by `replicator.core.endpoint`; this module does the
+I/O around that decision: it resolves symlinks, holds a directory root's lock while something
+below it is checked and written, logs every decision, and on acceptance replaces itself (exec)
+with the real command, so a stream flows from sshd into `zfs receive` / `btrfs receive` without
+passing through Python.
+
+Exit status: 2 when the request is rejected, with one line on stderr saying why; otherwise that
+of the executed command (127 if it is not installed).
+
+It imports nothing heavy: `python -m replicator.cli.serve ...` starts in a fraction of the time
+of `replicator serve ...`, which loads every subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import stat
+import sys
+import syslog
+from datetime import datetime, timezone
+from typing import Sequence
+
+from replicator import __version__
+from replicator.core.endpoint import (EXIT_REJECTED, Policy, Rejection, Request, confine,
+                                      parse_request, probe_answer)
+from replicator.core.errors import ReplicatorError
+
+# Commands are looked up here, never on the PATH sshd (or the client) set.
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_LOCK_DIR = f"/run/lock/replicator-serve-{os.geteuid()}"
+LOGGED_REQUEST_CHARS = 1000
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_RUN = 126
+
+
+def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    # Not the common options: a forced command reads no config and prints no JSON.
+    parser = commands.add_parser(
+        "serve", help="restricted endpoint for an authorized_keys forced command",
+        description="Run the command in SSH_ORIGINAL_COMMAND if the role allows it on the roots; "
+                    "exit 2 with the reason on stderr if not. See docs/offsite-target.md.")
+    add_arguments(parser)
+    parser.set_defaults(handler=handle, verbose=0, json=False, config=None)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--role", required=True, choices=("receive", "send"),
+                        help="receive: a push target; send: a pull source")
+    parser.add_argument("--root", action="append", required=True, metavar="ROOT",
+                        help="a ZFS dataset, or a directory (starting with /), that requests may "
+                             "touch at or below (repeatable)")
+    parser.add_argument("--snapshot-prefix", action="append", default=[], metavar="PREFIX",
+                        help="snapshots named PREFIX_YYYYmmddTHHMMSSZ may be pruned "
+                             "(repeatable; default: replicator)")
+    parser.add_argument("--no-prune", dest="prune", action="store_false",
+                        help="refuse zfs destroy, zfs rollback and btrfs subvolume delete: a compromised client "
+                             "cannot prune its backups away (prune on this host instead)")
+    parser.add_argument("--log", metavar="FILE",
+                        help="also append every decision to FILE as a JSON line (always: syslog)")
+    parser.add_argument("--lock-dir", default=DEFAULT_LOCK_DIR, metavar="DIR",
+                        help=f"where the locks of directory roots live (default: {DEFAULT_LOCK_DIR})")
+
+
+def handle(args: argparse.Namespace) -> int:
+    policy = Policy.build(args.role, args.root, args.snapshot_prefix, prune=args.prune)
+    return serve(os.environ.get("SSH_ORIGINAL_COMMAND"), policy, log_file=args.log,
+                 lock_dir=args.lock_dir)
+
+
+def serve(original: str | None, policy: Policy, *, log_file: str | None = None,
+          lock_dir: str = DEFAULT_LOCK_DIR) -> int:
+    """Decide on `original`; on acceptance exec the command (and never return)."""
+    decision = parse_request(original, policy)
+    if isinstance(decision, Request) and decision.writes_paths:
+        # Checked and executed under the lock of every directory root: a stream being received
+        # cannot swap a checked directory for a symlink before the command opens it.
+        try:
+            _lock_roots(policy, lock_dir)
+        except OSError as e:
+            decision = Rejection(f"cannot take the lock of the roots in {lock_dir}: {e}")
+    if isinstance(decision, Request):
+        decision = confine(decision, policy, os.path.realpath)
+    try:
+        _log(decision, original, policy, log_file)
+    except OSError as e:
+        decision = Rejection(f"cannot write the log {log_file}: {e}")
+    if isinstance(decision, Rejection):
+        print(f"replicator serve: rejected: {decision.reason}", file=sys.stderr, flush=True)
+        return EXIT_REJECTED
+    if decision.probe:
+        print(probe_answer(policy, __version__), flush=True)
+        return 0
+    return _exec(decision.argv)
+
+
+def authorize(original: str | None, policy: Policy) -> Request | Rejection:
+    """The decision `serve` takes, without the lock, the log or the exec (for tests and tools)."""
+    decision = parse_request(original, policy)
+    return confine(decision, policy, os.path.realpath) if isinstance(decision, Request) else decision
+
+
+def _exec(argv: Sequence[str]) -> int:
+    program = shutil.which(argv[0], path=SAFE_PATH)
+    if program is None:
+        print(f"replicator serve: {argv[0]}: command not found on this host", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Python ignores these; an ignored signal stays ignored across exec (subprocess restores them too).
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    try:
+        os.execve(program, list(argv), _clean_environment())
+    except OSError as e:
+        print(f"replicator serve: cannot run {program}: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _clean_environment() -> dict[str, str]:
+    env = {"PATH": SAFE_PATH, "LC_ALL": "C", "LANG": "C"}
+    env.update({k: os.environ[k] for k in ("HOME", "USER", "LOGNAME") if k in os.environ})
+    return env
+
+
+def _lock_roots(policy: Policy, lock_dir: str) -> None:
+    """Take the exclusive lock of every directory root, waiting as long as it takes.
+
+    The descriptors are left open and inheritable, so the executed command holds the locks
+    until it exits. A root that does not exist yet has a lock all the same: its name is the
+    resolved path's hash."""
+    if not policy.path_roots:
+        return
+    _private_directory(lock_dir)
+    for root in sorted({os.path.realpath(r) for r in policy.path_roots}):
+        name = hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock"
+        fd = os.open(os.path.join(lock_dir, name),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.set_inheritable(fd, True)
+
+
+def _private_directory(path: str) -> None:
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid()
+            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+        raise PermissionError(f"{path} must be a directory of uid {os.geteuid()} that no one "
+                              "else can write")
+
+
+def _log(decision: Request | Rejection, original: str | None, policy: Policy,
+         log_file: str | None) -> None:
+    """One JSON line per decision: to syslog (auth facility) and, if asked, to `log_file`."""
+    request = original if original is None or len(original) <= LOGGED_REQUEST_CHARS else (
+        original[:LOGGED_REQUEST_CHARS] + "...")
+    record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "event": "reject" if isinstance(decision, Rejection) else "accept",
+              "role": policy.role.value, "request": request,
+              "client": " ".join((os.environ.get("SSH_CONNECTION") or "").split()[:2]) or None,
+              "user": _user(), "pid": os.getpid()}
+    if isinstance(decision, Rejection):
+        record["reason"] = decision.reason
+    else:
+        record["argv"] = list(decision.argv) if not decision.probe else ["(probe)"]
+    line = json.dumps(record, ensure_ascii=True)
+    syslog.openlog("replicator-serve", syslog.LOG_PID, syslog.LOG_AUTH)
+    syslog.syslog(syslog.LOG_WARNING if isinstance(decision, Rejection) else syslog.LOG_INFO, line)
+    if log_file:
+        fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m replicator.cli.serve`: the same as `replicator serve`, without the imports."""
+    parser = argparse.ArgumentParser(prog="replicator serve", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return handle(args)
+    except ReplicatorError as e:
+        print(f"replicator serve: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
