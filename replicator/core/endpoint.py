@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 from replicator.core.endpoint_args import (DEFAULT_PREFIX, Arg, BookmarkArg, DatasetArg, HoldTagArg,
                                            PathArg, Policy, PropertiesArg, ResumeTokenArg, Role, Scope,
@@ -347,3 +347,9 @@ def parse_probe_answer(stdout: str) -> EndpointInfo | None:
             and isinstance(prune, bool)):
         return None
     return EndpointInfo(data["version"], data["role"], tuple(roots), tuple(prefixes), prune)
+
+
+def covers(roots: Sequence[str], path: str) -> bool:
+    """Whether `path` (a dataset or an absolute directory) is a root or lies below one, by
+    whole components: backup/hostAB is not below backup/hostA."""
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)

@@ -139,7 +139,7 @@ async def spooled(ctx: Context, label: str, target: Target, runner: Runner, send
         (await runner.run(["rm", "-f", "--", spool])).check()
         return await spooled(ctx, label, target, runner, send, spool)
     crashpoint("after-spool")
-    (await runner.run(["btrfs", "receive", "-f", spool, "--", target.path])).check()
+    (await runner.run(["btrfs", "receive", "--chroot", "-f", spool, "--", target.path])).check()
     (await runner.run(["rm", "-f", "--", spool])).check()
     await runner.run(["rmdir", "--ignore-fail-on-non-empty", "--", spool_dir])
     return moved

@@ -11,7 +11,10 @@ from replicator.adapters.locks import state_dir
 from replicator.adapters.runner import LocalRunner, Runner, SshHosts, ssh_hosts
 from replicator.adapters.stream import Progress
 from replicator.adapters.txlog import TxLog
-from replicator.core.config import Config
+from replicator.adapters.endpoint import probe
+from replicator.core.config import Config, Target
+from replicator.core.endpoint import EndpointInfo, covers
+from replicator.core.errors import TargetError
 
 
 @dataclass
@@ -21,6 +24,32 @@ class Context:
     local: LocalRunner = field(default_factory=LocalRunner)
     # Transfers under way, for progress displays and status.
     active: set[Progress] = field(default_factory=set)
+    # What each remote host is: a restricted `replicator serve` endpoint (its role and roots)
+    # or a full shell (None); asked once per run.
+    endpoints: dict[str, EndpointInfo | None] = field(default_factory=dict)
+
+    async def endpoint(self, host: str | None) -> EndpointInfo | None:
+        if host is None:
+            return None
+        if host not in self.endpoints:
+            self.endpoints[host] = await probe(await self.runner(host))
+        return self.endpoints[host]
+
+    async def check_target(self, target: Target, role: str = "receive") -> EndpointInfo | None:
+        """Refuse early, with advice, a target that its host's endpoint would refuse anyway."""
+        info = await self.endpoint(target.host)
+        if info is None:
+            return None
+        if info.role != role:
+            raise TargetError(f"host {target.host} is a `replicator serve --role {info.role}` endpoint; "
+                              f"this needs role {role}",
+                              hint="use another key/host entry whose forced command has the right role")
+        if not covers(info.roots, target.path):
+            raise TargetError(f"{target.path} is outside what host {target.host}'s endpoint allows "
+                              f"({', '.join(info.roots)})",
+                              hint="put the target path below one of those roots, or widen --root in "
+                                   "the authorized_keys line on that host")
+        return info
 
     @property
     def state_dir(self) -> Path:

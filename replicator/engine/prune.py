@@ -153,6 +153,7 @@ async def _source_sides(job: Job, ctx: Context) -> list[_Side]:
 async def _target_sides(job: Job, target: Target, ctx: Context, sources: list[_Side]) -> list[_Side]:
     """The target's copy of each source side; protects the shared base on both."""
     runner = await ctx.runner(target.host)
+    endpoint = await ctx.check_target(target)
     prefix = f"{target.host}:" if target.host else ""
     copies = []
     if isinstance(job.source, ZfsSource):
@@ -167,6 +168,10 @@ async def _target_sides(job: Job, target: Target, ctx: Context, sources: list[_S
             copies.append(_Side(target.name, side.location, prefix + target.path,
                                 _btrfs_snapshots(entries, names.basename(side.location), received=True),
                                 target.retention, runner, btrfs_dir=target.path))
+    if endpoint is not None and not endpoint.prune:
+        # `serve --no-prune`: the target keeps everything; its retention is the admin's there.
+        for copy in copies:
+            copy.retention = Retention()
     for side, copy in zip(sources, copies):
         shared = {s.guid for s in copy.snapshots}
         candidates = [s for s in (*side.snapshots, *side.bookmarks) if s.guid in shared]

@@ -48,6 +48,7 @@ async def _replicate_target(job: Job, target: Target, ctx: Context, dry_run: boo
     try:
         with target_lock(ctx.state_dir, job.name, target.name):
             runner = await ctx.runner(target.host)
+            await ctx.check_target(target)
             if isinstance(job.source, ZfsSource):
                 results = await zfs_target(job, job.source, target, runner, ctx, dry_run)
             else:

@@ -60,6 +60,8 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
                            decision: Plan | Conflict = decision) -> int:
             if step.kind is StepKind.FULL:
                 await remote.create_parents(destination)
+                if remote.has_resume is None:  # a new target root: ask below it, now that it exists
+                    await remote.resume_tokens(destination.rpartition("/")[0])
             label = f"{job.name}/{target.name} {dataset}"
             send = zfs_adapter.send_argv(dataset, step)
             receive = zfs_adapter.receive_argv(destination, resumable=bool(remote.has_resume))

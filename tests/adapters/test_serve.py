@@ -528,7 +528,7 @@ def test_push_zfs_through_the_endpoint(make_zpool, endpoint_sshd, tmp_path):
 
 
 @pytest.mark.ssh
-def test_a_target_outside_the_roots_fails_with_the_endpoints_reason(make_zpool, endpoint_sshd, tmp_path):
+def test_a_target_outside_the_roots_is_refused_before_anything_is_sent(make_zpool, endpoint_sshd, tmp_path):
     src, dst = make_zpool(), make_zpool()
     run("zfs", "create", f"{src}/data")
     run("zfs", "create", "-p", f"{dst}/backup/hostA")
@@ -538,5 +538,7 @@ def test_a_target_outside_the_roots_fails_with_the_endpoints_reason(make_zpool, 
         "tank", [f"{src}/data"], [target_table(f"{dst}/elsewhere", host="backup")]))
     result = cli(config, "run", "--once")
     assert result.code == 3, result.out + result.err
-    assert "replicator serve: rejected" in result.out and "outside the roots" in result.out
+    # The client asks the endpoint what it allows and says so before sending anything.
+    assert f"{dst}/elsewhere is outside what host backup's endpoint allows ({dst}/backup/hostA)" in result.out
     assert f"{dst}/elsewhere" not in run("zfs", "list", "-H", "-o", "name", "-r", dst)
+
