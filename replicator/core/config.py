@@ -48,6 +48,7 @@ class ZfsSource:
     datasets: tuple[str, ...]
     recursive: bool = False
     retention: Retention = Retention()
+    host: str | None = None          # pull mode: the source is on this [hosts.NAME]
     kind: Literal["zfs"] = "zfs"
 
 
@@ -56,6 +57,7 @@ class BtrfsSource:
     subvolumes: tuple[str, ...]
     snapshot_dir: str
     retention: Retention = Retention()
+    host: str | None = None          # pull mode: the source is on this [hosts.NAME]
     kind: Literal["btrfs"] = "btrfs"
 
 
@@ -300,7 +302,7 @@ class _Reader:
         prefix = self.get(path, t, "snapshot_prefix", str, "replicator")
         if prefix is not None and (why := names.prefix_problem(prefix)):
             self.problem(f"{path}.snapshot_prefix", why)
-        source = self.source(f"{path}.source", self.get(path, t, "source", dict))
+        source = self.source(f"{path}.source", self.get(path, t, "source", dict), hosts)
         targets_value = self.get(path, t, "target", list, [])
         if targets_value == []:
             self.problem(f"{path}.target", "no targets: add at least one [[job.target]] table")
@@ -318,12 +320,16 @@ class _Reader:
         return Job(name=name, source=source, targets=targets, snapshot_prefix=prefix or "replicator",
                    schedule=schedule)
 
-    def source(self, path: str, value: Any) -> Source | None:
+    def source(self, path: str, value: Any, hosts: Mapping[str, Host]) -> Source | None:
         if value is None:
             return None
         kind = self.get(path, value, "kind", str)
+        host = self.get(path, value, "host", str, None)
+        if host is not None and host not in hosts:
+            known = ", ".join(sorted(hosts)) or "none defined"
+            self.problem(f"{path}.host", f"no [hosts.{host}] table (hosts: {known}): define it or fix the name")
         if kind == "zfs":
-            t = self.table(path, value, {"kind", "datasets", "recursive", "retention"})
+            t = self.table(path, value, {"kind", "datasets", "recursive", "retention", "host"})
             datasets = self.strings(path, t, "datasets")
             for i, ds in enumerate(datasets):
                 if why := names.zfs_dataset_problem(ds):
@@ -336,9 +342,9 @@ class _Reader:
                             self.problem(f"{path}.datasets",
                                          f"{b!r} is inside {a!r}, which recursive = true already covers")
             return ZfsSource(datasets=datasets, recursive=bool(recursive),
-                             retention=self.retention(path, t))
+                             retention=self.retention(path, t), host=host)
         if kind == "btrfs":
-            t = self.table(path, value, {"kind", "subvolumes", "snapshot_dir", "retention"})
+            t = self.table(path, value, {"kind", "subvolumes", "snapshot_dir", "retention", "host"})
             subvolumes = self.strings(path, t, "subvolumes")
             for i, sv in enumerate(subvolumes):
                 if why := names.btrfs_path_problem(sv):
@@ -352,7 +358,7 @@ class _Reader:
             if snapshot_dir is not None and (why := names.btrfs_path_problem(snapshot_dir)):
                 self.problem(f"{path}.snapshot_dir", why)
             return BtrfsSource(subvolumes=subvolumes, snapshot_dir=(snapshot_dir or "").rstrip("/"),
-                               retention=self.retention(path, t))
+                               retention=self.retention(path, t), host=host)
         if kind is not None:
             self.problem(f"{path}.kind", f"{kind!r} is not a source kind: use \"zfs\" or \"btrfs\"")
         return None

@@ -26,7 +26,8 @@ log = structlog.get_logger()
 
 async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Runner, ctx: Context,
                         dry_run: bool) -> list[TargetResult]:
-    source_entries = await Btrfs(ctx.local).entries(source.snapshot_dir) or {}
+    src = await ctx.source_runner(job)
+    source_entries = await Btrfs(src).entries(source.snapshot_dir) or {}
     remote = Btrfs(runner)
     target_entries = await remote.entries(target.path)
     if target_entries is None and not dry_run:
@@ -60,12 +61,12 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
             label = f"{job.name}/{target.name} {subvolume}"
             send = btrfs_adapter.send_argv(source.snapshot_dir, subvolume, step)
             if not target.resumable:
-                return await stream(ctx, label, target, ctx.local, send, runner,
+                return await stream(ctx, label, target, src, send, runner,
                                     btrfs_adapter.receive_argv(target.path))
             assert step.snapshot is not None
             spool = spool_path(target.path, names.btrfs_entry(subvolume, step.snapshot.name),
                                step.base.name if step.base else None)
-            return await spooled(ctx, label, target, runner, send, spool)
+            return await spooled(ctx, label, target, src, runner, send, spool)
 
         await carry_out(ctx, result, decision, dry_run, send_one)
     return results
@@ -107,7 +108,8 @@ def spool_path(directory: str, entry: str, parent: str | None) -> str:
     return f"{directory}/{SPOOL_DIR}/{entry}.from-{parent or 'nothing'}.stream"
 
 
-async def spooled(ctx: Context, label: str, target: Target, runner: Runner, send: list[str], spool: str) -> int:
+async def spooled(ctx: Context, label: str, target: Target, src: Runner, runner: Runner, send: list[str],
+                  spool: str) -> int:
     """Stream into a spool file on the target, then `btrfs receive -f` it there.
 
     btrfs cannot resume a receive, but a spool can grow: after an interruption the next attempt
@@ -123,21 +125,24 @@ async def spooled(ctx: Context, label: str, target: Target, runner: Runner, send
                            hint="free space on the target filesystem, or set resumable = false")
     stat = await runner.run(["stat", "-c", "%s", "--", spool])
     have = int(stat.stdout.strip()) if stat.status == 0 else 0
-    sender, receiver = send, ["dd", f"of={spool}", "bs=1M", "status=none", "conv=fsync"]
+    sender_runner, sender = src, send
+    receiver = ["dd", f"of={spool}", "bs=1M", "status=none", "conv=fsync"]
     if have:
         digest = (await runner.run(["sha256sum", "--", spool])).check().stdout.split()[0]
+        # The skipper runs here and wraps the sender wherever that runs (ssh for pull mode).
+        sender_runner = ctx.local
         sender = [sys.executable, "-m", "replicator.adapters.skip", "--bytes", str(have), "--sha256", digest,
-                  "--", *send]
+                  "--", *src.stream_argv(send)]
         receiver = ["dd", f"of={spool}", "bs=1M", "status=none", "conv=notrunc,fsync", "oflag=append"]
         log.info("resuming a btrfs stream from its spool", label=label, offset=have)
     try:
-        moved = await stream(ctx, label, target, ctx.local, sender, runner, receiver)
+        moved = await stream(ctx, label, target, sender_runner, sender, runner, receiver)
     except CommandError as e:
         if not (have and e.status == PREFIX_MISMATCH and e.argv[:1] == (sys.executable,)):
             raise
         log.warning("the spool does not match the stream; starting it over", label=label, spool=spool)
         (await runner.run(["rm", "-f", "--", spool])).check()
-        return await spooled(ctx, label, target, runner, send, spool)
+        return await spooled(ctx, label, target, src, runner, send, spool)
     crashpoint("after-spool")
     (await runner.run(["btrfs", "receive", "--chroot", "-f", spool, "--", target.path])).check()
     (await runner.run(["rm", "-f", "--", spool])).check()

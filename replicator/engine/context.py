@@ -12,7 +12,7 @@ from replicator.adapters.runner import LocalRunner, Runner, SshHosts, ssh_hosts
 from replicator.adapters.stream import Progress
 from replicator.adapters.txlog import TxLog
 from replicator.adapters.endpoint import probe
-from replicator.core.config import Config, Target
+from replicator.core.config import Config, Job, Target
 from replicator.core.endpoint import EndpointInfo, covers
 from replicator.core.errors import TargetError
 
@@ -34,6 +34,23 @@ class Context:
         if host not in self.endpoints:
             self.endpoints[host] = await probe(await self.runner(host))
         return self.endpoints[host]
+
+    async def source_runner(self, job: Job) -> Runner:
+        """Where the job's source lives: this host, or (pull mode) a remote one, whose endpoint
+        must then be a `serve --role send` covering the source."""
+        source = job.source
+        if source.host is None:
+            return self.local
+        runner = await self.runner(source.host)
+        info = await self.endpoint(source.host)
+        if info is not None:
+            paths = source.datasets if source.kind == "zfs" else (*source.subvolumes, source.snapshot_dir)
+            if info.role != "send" or not all(covers(info.roots, p) for p in paths):
+                raise TargetError(f"host {source.host}'s endpoint (role {info.role}, roots "
+                                  f"{', '.join(info.roots)}) does not let job {job.name} read its source",
+                                  hint="the source host's authorized_keys line needs "
+                                       "`replicator serve --role send --root ...` covering the source")
+        return runner
 
     async def check_target(self, target: Target, role: str = "receive") -> EndpointInfo | None:
         """Refuse early, with advice, a target that its host's endpoint would refuse anyway."""

@@ -18,8 +18,9 @@ from replicator.engine.views import zfs_snapshot_dir
 async def diff_snapshots(job: Job, ctx: Context, old: str, new: str,
                          only: str | None = None) -> dict[str, list[tuple[str, str]]]:
     """Per dataset or subvolume: the changes from snapshot `old` to snapshot `new`."""
+    src = await ctx.source_runner(job)
     if isinstance(job.source, ZfsSource):
-        zfs = Zfs(ctx.local)
+        zfs = Zfs(src)
         listing = await zfs.listing(job.source.datasets, recursive=job.source.recursive)
         locations = [d for d in listing if only in (None, d)]
     else:
@@ -39,9 +40,9 @@ async def diff_snapshots(job: Job, ctx: Context, old: str, new: str,
                     roots.append(await views.enter_async_context(zfs_snapshot_dir(zfs, location, snap)))
                 else:
                     path = posixpath.join(job.source.snapshot_dir, names.btrfs_entry(names.basename(location), snap))
-                    if (await ctx.local.run(["test", "-d", path])).status != 0:
+                    if (await src.run(["test", "-d", path])).status != 0:
                         raise UsageError(f"there is no snapshot {path}")
                     roots.append(path)
-            before, after = [await files.tree(ctx.local, root) for root in roots]
+            before, after = [await files.tree(src, root) for root in roots]
         result[location] = diff.changes(before, after)
     return result

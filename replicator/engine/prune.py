@@ -119,8 +119,8 @@ async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
 async def _prune_bookmarks(ctx: Context, job: Job, sources: list[_Side], report: PruneReport,
                            dry_run: bool) -> None:
     """Our bookmarks are only worth keeping as some target's base; the rest go."""
-    zfs = Zfs(ctx.local)
     for side in sources:
+        zfs = Zfs(side.runner)
         for mark in side.bookmarks:
             if names.parse_snapshot_name(mark.name, job.snapshot_prefix) is None:
                 continue
@@ -139,15 +139,16 @@ async def _prune_bookmarks(ctx: Context, job: Job, sources: list[_Side], report:
 
 async def _source_sides(job: Job, ctx: Context) -> list[_Side]:
     source = job.source
+    src = await ctx.source_runner(job)
     if isinstance(source, ZfsSource):
-        zfs = Zfs(ctx.local)
+        zfs = Zfs(src)
         listing = await zfs.listing(source.datasets, recursive=source.recursive)
         marks = await zfs.bookmarks(source.datasets, recursive=source.recursive)
-        return [_Side("source", ds, ds, snaps, source.retention, ctx.local, bookmarks=marks.get(ds, ()))
+        return [_Side("source", ds, ds, snaps, source.retention, src, bookmarks=marks.get(ds, ()))
                 for ds, snaps in listing.items()]
-    entries = await Btrfs(ctx.local).entries(source.snapshot_dir) or {}
+    entries = await Btrfs(src).entries(source.snapshot_dir) or {}
     return [_Side("source", sv, sv, _btrfs_snapshots(entries, names.basename(sv), received=False),
-                  source.retention, ctx.local, btrfs_dir=source.snapshot_dir) for sv in source.subvolumes]
+                  source.retention, src, btrfs_dir=source.snapshot_dir) for sv in source.subvolumes]
 
 
 async def _target_sides(job: Job, target: Target, ctx: Context, sources: list[_Side]) -> list[_Side]:

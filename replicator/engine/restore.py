@@ -115,7 +115,7 @@ async def _restore_zfs(job: Job, source: ZfsSource, target: Target, runner: Runn
         snap = choose(listing[copy], request, job.snapshot_prefix)
         result = Restored(dataset, snap.name, "", dry_run=request.dry_run)
         if request.in_place:
-            receiver, destination = ctx.local, dataset
+            receiver, destination = await ctx.source_runner(job), dataset
         else:
             receiver, base = await _destination_runner(ctx, request.to or "")
             destination = names.zfs_target_dataset(base, dataset)
@@ -140,14 +140,15 @@ async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context,
                          stamp: str) -> list[Restored]:
     source = job.source
     entries = await Btrfs(runner).entries(target.path) or {}
-    local_entries = await Btrfs(ctx.local).entries(source.snapshot_dir) or {}
+    home = await ctx.source_runner(job)
+    local_entries = await Btrfs(home).entries(source.snapshot_dir) or {}
     results = []
     for subvolume in source.subvolumes:
         name = names.basename(subvolume)
         snap = choose(btrfs_adapter.received_snapshots(entries, name), request, job.snapshot_prefix)
         entry = names.btrfs_entry(name, snap.name)
         if request.in_place:
-            receiver, directory = ctx.local, source.snapshot_dir
+            receiver, directory = home, source.snapshot_dir
         else:
             receiver, directory = await _destination_runner(ctx, request.to or "")
         result = Restored(subvolume, snap.name, posixpath.join(directory, entry), dry_run=request.dry_run)

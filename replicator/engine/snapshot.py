@@ -49,15 +49,16 @@ async def take_snapshots(job: Job, ctx: Context, *, dry_run: bool = False,
 
 async def _take(job: Job, ctx: Context, dry_run: bool, clock: Callable[[], datetime]) -> SnapshotResult:
     source = job.source
+    src = await ctx.source_runner(job)
     for _ in range(3):
         name = names.snapshot_name(job.snapshot_prefix, clock())
         if isinstance(source, BtrfsSource):
-            entries = await Btrfs(ctx.local).entries(source.snapshot_dir) or {}
+            entries = await Btrfs(src).entries(source.snapshot_dir) or {}
             paths = [posixpath.join(source.snapshot_dir, names.btrfs_entry(names.basename(sv), name))
                      for sv in source.subvolumes]
             taken_already = any(names.basename(p) in entries for p in paths)
         else:
-            listing = await Zfs(ctx.local).listing(source.datasets, recursive=False)
+            listing = await Zfs(src).listing(source.datasets, recursive=False)
             paths = [f"{ds}@{name}" for ds in source.datasets]
             taken_already = any(s.name == name for snaps in listing.values() for s in snaps)
         if not taken_already:
@@ -70,11 +71,11 @@ async def _take(job: Job, ctx: Context, dry_run: bool, clock: Callable[[], datet
         return SnapshotResult(job=job.name, name=name, taken=tuple(paths), dry_run=True)
     with ctx.txlog.action("snapshot", job.name, snapshot=name, source=paths):
         if isinstance(source, BtrfsSource):
-            btrfs = Btrfs(ctx.local)
+            btrfs = Btrfs(src)
             for subvolume in source.subvolumes:
                 await btrfs.snapshot(subvolume, source.snapshot_dir,
                                      names.btrfs_entry(names.basename(subvolume), name))
         else:
-            await Zfs(ctx.local).snapshot(source.datasets, name, recursive=source.recursive)
+            await Zfs(src).snapshot(source.datasets, name, recursive=source.recursive)
     log.info("snapshots taken", job=job.name, snapshot=name, count=len(paths))
     return SnapshotResult(job=job.name, name=name, taken=tuple(paths))

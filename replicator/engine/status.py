@@ -22,11 +22,12 @@ from replicator.engine.context import Context
 
 async def source_snapshots(job: Job, ctx: Context) -> dict[str, tuple[Snapshot, ...]]:
     """Our snapshots per source dataset or subvolume."""
+    src = await ctx.source_runner(job)
     if isinstance(job.source, ZfsSource):
-        listing = await Zfs(ctx.local).listing(job.source.datasets, recursive=job.source.recursive)
+        listing = await Zfs(src).listing(job.source.datasets, recursive=job.source.recursive)
         return {ds: tuple(s for s in snaps if names.parse_snapshot_name(s.name, job.snapshot_prefix))
                 for ds, snaps in listing.items()}
-    entries = await Btrfs(ctx.local).entries(job.source.snapshot_dir) or {}
+    entries = await Btrfs(src).entries(job.source.snapshot_dir) or {}
     return {sv: btrfs_adapter.source_snapshots(entries, names.basename(sv), job.snapshot_prefix)
             for sv in job.source.subvolumes}
 

@@ -14,6 +14,7 @@ from replicator.adapters import btrfs as btrfs_adapter
 from replicator.adapters import files
 from replicator.adapters.btrfs import Btrfs
 from replicator.adapters.locks import target_lock
+from replicator.adapters.runner import Runner
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
 from replicator.core.config import Job, Target, ZfsSource
@@ -72,9 +73,10 @@ async def verify_job(job: Job, ctx: Context, *, target_names: Sequence[str] = ()
 
 async def _verify_target(job: Job, target: Target, ctx: Context, sample: int | None) -> list[Verified]:
     runner = await ctx.runner(target.host)
+    src = await ctx.source_runner(job)
     results = []
     if isinstance(job.source, ZfsSource):
-        local, remote = Zfs(ctx.local), Zfs(runner)
+        local, remote = Zfs(src), Zfs(runner)
         sources = await local.listing(job.source.datasets, recursive=job.source.recursive)
         copies = await remote.listing([target.path], recursive=True)
         for dataset, snaps in sources.items():
@@ -88,10 +90,10 @@ async def _verify_target(job: Job, target: Target, ctx: Context, sample: int | N
             async with AsyncExitStack() as views:
                 mine = await views.enter_async_context(zfs_snapshot_dir(local, dataset, snap.name))
                 theirs = await views.enter_async_context(zfs_snapshot_dir(remote, copy, snap.name))
-                await _compare(result, ctx, runner, mine, theirs, sample)
+                await _compare(result, src, runner, mine, theirs, sample)
         return results
     source = job.source
-    mine_entries = await Btrfs(ctx.local).entries(source.snapshot_dir) or {}
+    mine_entries = await Btrfs(src).entries(source.snapshot_dir) or {}
     their_entries = await Btrfs(runner).entries(target.path) or {}
     for subvolume in source.subvolumes:
         name = names.basename(subvolume)
@@ -111,13 +113,14 @@ async def _verify_target(job: Job, target: Target, ctx: Context, sample: int | N
             result.problems.append(f"{target.where} holds no copy of {subvolume}'s snapshots")
             continue
         entry = names.btrfs_entry(name, snap.name)
-        await _compare(result, ctx, runner, posixpath.join(source.snapshot_dir, entry),
+        await _compare(result, src, runner, posixpath.join(source.snapshot_dir, entry),
                        posixpath.join(target.path, entry), sample)
     return results
 
 
-async def _compare(result: Verified, ctx: Context, runner, mine: str, theirs: str, sample: int | None) -> None:
-    source_tree = await files.tree(ctx.local, mine)
+async def _compare(result: Verified, src: Runner, runner: Runner, mine: str, theirs: str,
+                   sample: int | None) -> None:
+    source_tree = await files.tree(src, mine)
     regular = sorted(p for p, m in source_tree.items() if m.kind == "f")
     target_tree = {}
     if sample is None:
@@ -129,7 +132,7 @@ async def _compare(result: Verified, ctx: Context, runner, mine: str, theirs: st
         chosen = regular
     else:
         chosen = sorted(random.sample(regular, min(sample, len(regular))))
-    expected = await files.checksums(ctx.local, mine, chosen)
+    expected = await files.checksums(src, mine, chosen)
     found = await files.checksums(runner, theirs, chosen)
     result.files_checked = len(chosen)
     for path in chosen:

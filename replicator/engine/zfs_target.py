@@ -25,7 +25,8 @@ log = structlog.get_logger()
 
 async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner, ctx: Context,
                       dry_run: bool) -> list[TargetResult]:
-    local = Zfs(ctx.local)
+    src = await ctx.source_runner(job)
+    local = Zfs(src)
     remote = Zfs(runner)
     source_listing = await local.listing(source.datasets, recursive=source.recursive)
     source_bookmarks = await local.bookmarks(source.datasets, recursive=source.recursive)
@@ -40,7 +41,7 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
             result.status, result.error = "failed", f"source dataset {dataset} does not exist"
             continue
         if destination in tokens and not dry_run:
-            if await _resume(ctx, job, target, runner, remote, destination, tokens[destination], result):
+            if await _resume(ctx, job, target, src, runner, remote, destination, tokens[destination], result):
                 target_listing[destination] = (await remote.listing([destination], recursive=False)).get(
                     destination, ())
             elif result.status == "failed":
@@ -66,7 +67,7 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
             send = zfs_adapter.send_argv(dataset, step)
             receive = zfs_adapter.receive_argv(destination, resumable=bool(remote.has_resume))
             try:
-                moved = await stream(ctx, label, target, ctx.local, send, runner, receive)
+                moved = await stream(ctx, label, target, src, send, runner, receive)
             except CommandError as e:
                 if "has been modified" not in e.stderr or step.base is None:
                     raise
@@ -76,7 +77,7 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
                                        hint="find out who writes there; set rollback_diverged = true for "
                                             "this target to discard those changes") from None
                 await _roll_back(ctx, job, target, remote, destination, decision)
-                moved = await stream(ctx, label, target, ctx.local, send, runner, receive)
+                moved = await stream(ctx, label, target, src, send, runner, receive)
             if step.kind is StepKind.FULL:
                 await remote.set_readonly(destination)
             return moved
@@ -98,8 +99,8 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
 _STALE_TOKEN = ("no longer", "corrupt", "invalid", "does not exist", "not the same")
 
 
-async def _resume(ctx: Context, job: Job, target: Target, runner: Runner, remote: Zfs, destination: str,
-                  token: str, result: TargetResult) -> bool:
+async def _resume(ctx: Context, job: Job, target: Target, src: Runner, runner: Runner, remote: Zfs,
+                  destination: str, token: str, result: TargetResult) -> bool:
     """Finish an interrupted receive from where it stopped. True if it completed; False if the
     token could not be used (then the partial state is aborted, logged, and the caller plans
     the best normal incremental) or if the resumed stream failed again (result says why)."""
@@ -109,7 +110,7 @@ async def _resume(ctx: Context, job: Job, target: Target, runner: Runner, remote
                              token=token[:32])
     try:
         record.bytes = await stream(ctx, f"{job.name}/{target.name} {destination} (resume)", target,
-                                    ctx.local, ["zfs", "send", "-t", token], runner,
+                                    src, ["zfs", "send", "-t", token], runner,
                                     zfs_adapter.receive_argv(destination, resumable=True))
     except CommandError as e:
         record.failed = True

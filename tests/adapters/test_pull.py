@@ -1,0 +1,65 @@
+"""Pull mode: the backup host's job reads the source through `replicator serve --role send`;
+the source host holds no credentials for the backup."""
+
+from __future__ import annotations
+
+import pytest
+
+from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
+                     zfs_mountpoint, zfs_received_tree, zfs_snapshots)
+from test_serve import endpoint_sshd, restrict  # noqa: F401  (the module-scoped sshd fixture)
+
+
+def pull_source(text: str) -> str:
+    return text.replace('[job.source]\n', '[job.source]\nhost = "source"\n', 1)
+
+
+def test_pull_btrfs_through_a_send_endpoint(make_btrfs, endpoint_sshd, tmp_path):  # noqa: F811
+    src, dst = make_btrfs(), make_btrfs()
+    run("btrfs", "subvolume", "create", src / "data")
+    write_files(src / "data", 1)
+    restrict(endpoint_sshd, "send", [str(src / "data"), str(src / ".snapshots")], tmp_path / "serve.log",
+             tmp_path / "locks")
+    run("mkdir", "-p", src / ".snapshots")
+    config = tmp_path / "config.toml"
+    config.write_text(host_table("source", endpoint_sshd) + pull_source(
+        btrfs_job("pull", [src / "data"], src / ".snapshots", [target_table(str(dst / "mirror"))])))
+    for generation in (2, 3):
+        result = cli(config, "run", "--once", "--json")
+        assert result.code == 0, result.out + result.err
+        write_files(src / "data", generation)
+    copies = sorted(p for p in (dst / "mirror").iterdir() if p.name.startswith("data@"))
+    assert len(copies) == 2
+    assert [t["kind"] for t in result.json["replication"][0]["transfers"]] == ["incremental"]
+    newest_source = sorted((src / ".snapshots").iterdir())[-1]
+    assert tree_digest(copies[-1]) == tree_digest(newest_source)
+
+
+def test_pull_zfs_through_a_send_endpoint(make_zpool, endpoint_sshd, tmp_path):  # noqa: F811
+    src, dst = make_zpool(), make_zpool()
+    run("zfs", "create", f"{src}/data")
+    write_files(zfs_mountpoint(f"{src}/data"), 1)
+    restrict(endpoint_sshd, "send", [f"{src}/data"], tmp_path / "serve.log", tmp_path / "locks")
+    config = tmp_path / "config.toml"
+    config.write_text(host_table("source", endpoint_sshd) + pull_source(
+        zfs_job("pull", [f"{src}/data"], [target_table(f"{dst}/mirror")])))
+    assert cli(config, "run", "--once").code == 0
+    write_files(zfs_mountpoint(f"{src}/data"), 2)
+    again = cli(config, "run", "--once", "--json")
+    assert again.code == 0, again.out + again.err
+    copy = f"{dst}/mirror/{src}/data"
+    assert zfs_snapshots(copy) == zfs_snapshots(f"{src}/data")
+    assert tree_digest(zfs_received_tree(copy)) == tree_digest(zfs_mountpoint(f"{src}/data"))
+
+
+def test_a_receive_endpoint_cannot_be_pulled_from(make_zpool, endpoint_sshd, tmp_path):  # noqa: F811
+    src, dst = make_zpool(), make_zpool()
+    run("zfs", "create", f"{src}/data")
+    restrict(endpoint_sshd, "receive", [f"{src}/data"], tmp_path / "serve.log", tmp_path / "locks")
+    config = tmp_path / "config.toml"
+    config.write_text(host_table("source", endpoint_sshd) + pull_source(
+        zfs_job("pull", [f"{src}/data"], [target_table(f"{dst}/mirror")])))
+    result = cli(config, "run", "--once")
+    assert result.code in (3, 4)
+    assert "role send" in result.out + result.err
+    assert zfs_snapshots(f"{src}/data") == []
