@@ -1,7 +1,6 @@
 """TOML text -> a frozen `Config`, or a `ConfigError` listing every problem by its key path.
 
-The option table lives here once: each dataclass field is an option, its default is the
-documented default, and `config.example.toml` shows every one with a comment.
+The options themselves (types and defaults) are the dataclasses of `config_model.py`.
 """
 
 from __future__ import annotations
@@ -9,117 +8,17 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 from replicator.core import names
+from replicator.core.config_model import (_NAME, WEEKDAYS, BtrfsSource, Config, Daemon, Host, Job,
+                                          Retention, Schedule, Source, Target, ZfsSource)
 from replicator.core.errors import ConfigError
 from replicator.core.retention import Policy, RetentionSyntaxError, parse_preserve, parse_preserve_min
 from replicator.core.schedule import Rule, ScheduleSyntaxError, parse_cron, parse_interval
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-@dataclass(frozen=True, slots=True)
-class Host:
-    name: str
-    address: str
-    port: int = 22
-    user: str = "root"
-    identity_file: str | None = None
-    known_hosts: str | None = None
-    connect_timeout: float = 15.0
-
-
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """A retention policy and the time zone its days and weeks are counted in ("local": the
-    host's). The default keeps everything: nothing is pruned until a policy says so."""
-
-    policy: Policy = Policy()
-    timezone: str = "local"
-
-
-@dataclass(frozen=True, slots=True)
-class ZfsSource:
-    datasets: tuple[str, ...]
-    recursive: bool = False
-    retention: Retention = Retention()
-    host: str | None = None          # pull mode: the source is on this [hosts.NAME]
-    kind: Literal["zfs"] = "zfs"
-
-
-@dataclass(frozen=True, slots=True)
-class BtrfsSource:
-    subvolumes: tuple[str, ...]
-    snapshot_dir: str
-    retention: Retention = Retention()
-    host: str | None = None          # pull mode: the source is on this [hosts.NAME]
-    kind: Literal["btrfs"] = "btrfs"
-
-
-Source = ZfsSource | BtrfsSource
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    name: str
-    path: str
-    host: str | None = None
-    retention: Retention = Retention()
-    rate_limit: int | None = None    # bytes per second
-    stall_timeout: float = 600.0     # stop a stream that moves no byte for this long
-    rollback_diverged: bool = False  # allowed to destroy target snapshots the source lacks
-    resumable: bool = True           # btrfs: stage streams in a spool on the target to resume them
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.path}" if self.host else self.path
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """When the daemon snapshots a job, and when it replicates it (None: after each snapshot)."""
-
-    snapshot: Rule | None = None
-    replicate: Rule | None = None
-    verify: Rule | None = None       # checksum the targets against the source (`replicator verify`)
-    verify_sample: int | None = None  # None: every file
-    timezone: str = "local"
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    name: str
-    source: Source
-    targets: tuple[Target, ...]
-    snapshot_prefix: str = "replicator"
-    schedule: Schedule = Schedule()
-
-
-@dataclass(frozen=True, slots=True)
-class Daemon:
-    max_parallel_jobs: int = 2
-    retry_initial: int = 60          # seconds before the first retry of a failed job
-    retry_max: int = 3600            # retries back off up to this
-    socket: str | None = None        # None: $RUNTIME_DIRECTORY/control.sock or /run/replicator/...
-    log_max_bytes: int = 16 << 20    # the transaction log rotates past this
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    hosts: Mapping[str, Host]
-    jobs: tuple[Job, ...]
-    # Lock files and the transaction log live here; None: $STATE_DIRECTORY (systemd) or
-    # /var/lib/replicator.
-    state_dir: str | None = None
-    daemon: Daemon = Daemon()
-
-    def job(self, name: str) -> Job | None:
-        return next((j for j in self.jobs if j.name == name), None)
+__all__ = ["BtrfsSource", "Config", "Daemon", "Host", "Job", "Retention", "Schedule", "Source", "Target",
+           "ZfsSource", "config_from_dict", "parse_bytes", "parse_config"]
 
 
 def parse_config(text: str, origin: str = "config") -> Config:

@@ -25,10 +25,14 @@ def snapshot_name(prefix: str, when: datetime) -> str:
 def parse_snapshot_name(name: str, prefix: str) -> datetime | None:
     """The UTC time in a name this tool made with `prefix`, or None if the name is not ours."""
     head, sep, stamp = name.rpartition("_")
-    if not sep or head != prefix or not _TIMESTAMP.fullmatch(stamp):
+    if not sep or head != prefix or not stamp.isascii() or not _TIMESTAMP.fullmatch(stamp):
         return None
+    # The fields have fixed widths, so slicing reads exactly what strptime(TIMESTAMP_FORMAT)
+    # would, and datetime() refuses the same out-of-range values; strptime was most of the
+    # time of a prune over 100,000 snapshots.
     try:
-        return datetime.strptime(stamp, TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime(int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]), int(stamp[9:11]),
+                        int(stamp[11:13]), int(stamp[13:15]), tzinfo=timezone.utc)
     except ValueError:
         return None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Mapping, Sequence
 
 UNITS = {"h": "hourly", "d": "daily", "w": "weekly", "m": "monthly", "y": "yearly"}
@@ -102,7 +102,10 @@ def _min_cutoff(policy: Policy, now: datetime) -> datetime | None:
 def period(when: datetime, unit: str, policy: Policy, zone: tzinfo) -> int:
     """A number for the wall-clock period of `unit` that `when` falls in; consecutive periods
     have consecutive numbers."""
-    local = when.astimezone(zone)
+    return _local_period(when.astimezone(zone), unit, policy)
+
+
+def _local_period(local: datetime, unit: str, policy: Policy) -> int:
     if unit == "h":
         return local.date().toordinal() * 24 + local.hour
     day = (local - timedelta(hours=policy.day_start_hour)).date()
@@ -113,6 +116,31 @@ def period(when: datetime, unit: str, policy: Policy, zone: tzinfo) -> int:
     if unit == "m":
         return day.year * 12 + day.month - 1
     return day.year
+
+
+class _Periods:
+    """`period()` of many times at once, for every unit: each time is converted to the zone
+    once, and its day once, instead of once per rule (most of the work for 100,000 snapshots)."""
+
+    def __init__(self, times: Sequence[datetime], policy: Policy, zone: tzinfo) -> None:
+        self._local = [t.astimezone(zone) for t in times]
+        self._policy = policy
+        self._days: list[date] | None = None
+
+    def of(self, unit: str) -> list[int]:
+        if unit == "h":
+            return [local.toordinal() * 24 + local.hour for local in self._local]
+        if self._days is None:
+            shift = timedelta(hours=self._policy.day_start_hour)
+            self._days = [(local - shift).date() for local in self._local]
+        if unit == "d":
+            return [day.toordinal() for day in self._days]
+        if unit == "w":
+            start = self._policy.week_start
+            return [(day.toordinal() - 1 - start) // 7 for day in self._days]
+        if unit == "m":
+            return [day.year * 12 + day.month - 1 for day in self._days]
+        return [day.year for day in self._days]
 
 
 def select(snapshots: Sequence[Candidate], policy: Policy, now: datetime, zone: tzinfo,
@@ -131,24 +159,26 @@ def select(snapshots: Sequence[Candidate], policy: Policy, now: datetime, zone: 
     if ordered:
         reasons[ordered[-1].name].append("newest snapshot")
     cutoff = _min_cutoff(policy, now)
+    minimum = f"preserve_min {policy.preserve_min}"
     for c in ordered:
         if policy.preserve_min == "all":
             reasons[c.name].append("preserve_min all")
         elif cutoff is not None and c.created >= cutoff:
-            reasons[c.name].append(f"preserve_min {policy.preserve_min}")
+            reasons[c.name].append(minimum)
         if c.created > now:
             reasons[c.name].append("created after now (clock skew?)")
+    periods = _Periods([c.created for c in ordered] if policy.preserve else [], policy, zone)
     for rule in policy.preserve:
         current = period(now, rule.unit, policy, zone)
         first_of: dict[int, Candidate] = {}
-        for c in ordered:
-            first_of.setdefault(period(c.created, rule.unit, policy, zone), c)
+        for number, c in zip(periods.of(rule.unit), ordered):
+            first_of.setdefault(number, c)
+        reason = f"{UNITS[rule.unit]} ({rule})"
         for number, c in first_of.items():
             age = current - number
             if 0 <= age and (rule.count is None or age < rule.count):
-                reasons[c.name].append(f"{UNITS[rule.unit]} ({rule})")
-    return tuple(Verdict(c.name, bool(reasons[c.name]),
-                         tuple(reasons[c.name]) or (f"not kept by preserve_min "
-                                                    f"{policy.preserve_min} or preserve "
-                                                    f"\"{' '.join(map(str, policy.preserve))}\"",))
+                reasons[c.name].append(reason)
+    not_kept = (f"not kept by preserve_min {policy.preserve_min} or preserve "
+                f"\"{' '.join(map(str, policy.preserve))}\"",)
+    return tuple(Verdict(c.name, bool(reasons[c.name]), tuple(reasons[c.name]) or not_kept)
                  for c in ordered)

@@ -9,7 +9,6 @@ target supports it) and records them as failed in the transaction log.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import structlog
 import trio
 
 from replicator.adapters import control, systemd
-from replicator.adapters.locks import state_dir
+from replicator.adapters.locks import exclusive, state_dir
 from replicator.core.config import Config, Job, parse_config
 from replicator.core.errors import ReplicatorError, UsageError
 from replicator.daemon.scheduler import JobState, real_wall, run_job
@@ -38,22 +37,12 @@ log = structlog.get_logger()
 @contextmanager
 def single_instance(directory: Path) -> Iterator[None]:
     """Hold the daemon lock of a state directory; UsageError naming the holder if taken."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / "daemon.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    with exclusive(directory / "daemon.lock") as holder:
+        if holder is not None:
             raise UsageError(f"another replicator daemon (pid {holder}) already uses state "
                              f"directory {directory}", hint="stop it first, or give this one "
-                             "another state_dir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                             "another state_dir")
         yield
-    finally:
-        os.close(fd)
 
 
 class Daemon:

@@ -3,7 +3,6 @@ the source host holds no credentials for the backup."""
 
 from __future__ import annotations
 
-import pytest
 
 from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
                      zfs_mountpoint, zfs_received_tree, zfs_snapshots)
