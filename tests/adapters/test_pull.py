@@ -3,17 +3,16 @@ the source host holds no credentials for the backup."""
 
 from __future__ import annotations
 
-
 from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
                      zfs_mountpoint, zfs_received_tree, zfs_snapshots)
-from test_serve import endpoint_sshd, restrict  # noqa: F401  (the module-scoped sshd fixture)
+from test_serve import restrict
 
 
 def pull_source(text: str) -> str:
     return text.replace('[job.source]\n', '[job.source]\nhost = "source"\n', 1)
 
 
-def test_pull_btrfs_through_a_send_endpoint(make_btrfs, endpoint_sshd, tmp_path):  # noqa: F811
+def test_pull_btrfs_through_a_send_endpoint(make_btrfs, endpoint_sshd, tmp_path):
     src, dst = make_btrfs(), make_btrfs()
     run("btrfs", "subvolume", "create", src / "data")
     write_files(src / "data", 1)
@@ -34,7 +33,7 @@ def test_pull_btrfs_through_a_send_endpoint(make_btrfs, endpoint_sshd, tmp_path)
     assert tree_digest(copies[-1]) == tree_digest(newest_source)
 
 
-def test_pull_zfs_through_a_send_endpoint(make_zpool, endpoint_sshd, tmp_path):  # noqa: F811
+def test_pull_zfs_through_a_send_endpoint(make_zpool, endpoint_sshd, tmp_path):
     src, dst = make_zpool(), make_zpool()
     run("zfs", "create", f"{src}/data")
     write_files(zfs_mountpoint(f"{src}/data"), 1)
@@ -51,7 +50,7 @@ def test_pull_zfs_through_a_send_endpoint(make_zpool, endpoint_sshd, tmp_path): 
     assert tree_digest(zfs_received_tree(copy)) == tree_digest(zfs_mountpoint(f"{src}/data"))
 
 
-def test_a_receive_endpoint_cannot_be_pulled_from(make_zpool, endpoint_sshd, tmp_path):  # noqa: F811
+def test_a_receive_endpoint_cannot_be_pulled_from(make_zpool, endpoint_sshd, tmp_path):
     src, dst = make_zpool(), make_zpool()
     run("zfs", "create", f"{src}/data")
     restrict(endpoint_sshd, "receive", [f"{src}/data"], tmp_path / "serve.log", tmp_path / "locks")

@@ -38,7 +38,7 @@ from replicator.core.config import Host
 from replicator.core.endpoint import Policy, Rejection, Request, parse_request
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
-from replicator.sandbox import SshServer, file_pool, loop_btrfs, loopback_sshd
+from replicator.sandbox import SshServer, file_pool, loop_btrfs
 from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
                      zfs_mountpoint, zfs_received_tree, zfs_snapshots)
 
@@ -209,13 +209,6 @@ def restrict(server: SshServer, role: str, roots: list[str], log: Path, lock_dir
 
 def ssh(server: SshServer, request: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(server.ssh_argv(request), input=stdin, capture_output=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def endpoint_sshd(tmp_path_factory):
-    """An sshd of our own whose authorized_keys each test points at the endpoint it needs."""
-    with loopback_sshd(tmp_path_factory.mktemp("serve-sshd")) as server:
-        yield server
 
 
 @dataclass
