@@ -133,7 +133,7 @@ def test_an_interrupted_btrfs_receive_is_cleaned_up_and_redone(make_btrfs, tmp_p
     src, dst, config = btrfs_world(make_btrfs, tmp_path, size=64 << 20,
                                    target_extra='resumable = false\nrate_limit = "24M"\n')
     assert cli(config, "snapshot").code == 0
-    code, out, err = kill_when_streaming(config, f"btrfs receive -- {dst}")
+    code, out, err = kill_when_streaming(config, f"btrfs receive --chroot -- {dst}")
     assert code != 0
     assert any(p.name.startswith("data@") for p in (dst / "backup").iterdir()), "a partial subvolume stays"
     again = cli(config, "replicate")
