@@ -2,7 +2,8 @@
 
 A snapshot directory (source) or a target directory holds entries named `subvolume@snapshot`.
 One `btrfs subvolume list` per directory lists them all; it prints paths from the filesystem's
-top level, so the directory's own path from there is found with `findmnt` first.
+top level, so the directory's own path from there is found with `findmnt`. The three commands
+of a listing run at the same time: over ssh that is one round trip instead of three.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Sequence
-from replicator.adapters.runner import Runner
+from typing import Iterable, Sequence
+
+import trio
+
+from replicator.adapters.runner import Completed, Runner
 from replicator.core import names
-from replicator.core.errors import CommandError, SnapshotError
+from replicator.core.errors import CommandError, ReplicatorError, SnapshotError
 from replicator.core.model import Snapshot, oldest_first
 from replicator.core.planner import Step, StepKind
 
@@ -31,6 +35,65 @@ class Entry:
     cgen: int
 
 
+class Entries(dict[str, Entry]):
+    """A directory's entries by name, as `Btrfs.entries` returns them: a dict that also finds
+    the entries of one subvolume without reading all of them (an index built on first use and
+    dropped on any change), so that 1,000 subvolumes in one directory cost 1,000 lookups, not
+    1,000 scans of every entry."""
+
+    _index: dict[str, list[tuple[Entry, str]]] | None = None
+
+    def of(self, subvolume: str) -> list[tuple[Entry, str]]:
+        """(entry, snapshot name) of each `subvolume@snapshot` entry, in listing order."""
+        if self._index is None:
+            index: dict[str, list[tuple[Entry, str]]] = {}
+            for entry in self.values():
+                parsed = names.split_btrfs_entry(entry.name)
+                if parsed:
+                    index.setdefault(parsed[0], []).append((entry, parsed[1]))
+            self._index = index
+        return self._index.get(subvolume, [])
+
+    def _changed(self) -> None:
+        self._index = None
+
+    def __setitem__(self, key: str, value: Entry) -> None:
+        self._changed()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._changed()
+        super().__delitem__(key)
+
+    def update(self, *args, **kwargs) -> None:  # type: ignore[override]
+        self._changed()
+        super().update(*args, **kwargs)
+
+    def pop(self, *args):  # type: ignore[override]
+        self._changed()
+        return super().pop(*args)
+
+    def popitem(self):  # type: ignore[override]
+        self._changed()
+        return super().popitem()
+
+    def setdefault(self, key: str, default: Entry) -> Entry:  # type: ignore[override]
+        self._changed()
+        return super().setdefault(key, default)
+
+    def clear(self) -> None:
+        self._changed()
+        super().clear()
+
+
+def entries_of(entries: dict[str, Entry], subvolume: str) -> Iterable[tuple[Entry, str]]:
+    """(entry, snapshot name) of each entry of `subvolume`; indexed for an `Entries`."""
+    if isinstance(entries, Entries):
+        return entries.of(subvolume)
+    return [(e, parsed[1]) for e in entries.values()
+            if (parsed := names.split_btrfs_entry(e.name)) and parsed[0] == subvolume]
+
+
 class Btrfs:
     """The btrfs commands this tool needs, run through one `Runner`."""
 
@@ -38,10 +101,28 @@ class Btrfs:
         self.runner = runner
 
     async def entries(self, directory: str) -> dict[str, Entry] | None:
-        """The subvolumes directly inside `directory`, or None if it does not exist."""
-        if (await self.runner.run(["test", "-d", directory])).status != 0:
+        """The subvolumes directly inside `directory` (an `Entries`), or None if it does not exist."""
+        commands = {"exists": ["test", "-d", directory],
+                    "mount": ["findmnt", "-J", "-o", "FSROOT,TARGET,FSTYPE", "-T", directory],
+                    "list": ["btrfs", "subvolume", "list", "-o", "-u", "-R", "-c", directory]}
+        answers: dict[str, Completed | ReplicatorError] = {}
+
+        async def ask(key: str) -> None:
+            try:
+                answers[key] = await self.runner.run(commands[key])
+            except ReplicatorError as e:  # raised below in the order the commands depend
+                answers[key] = e
+
+        async with trio.open_nursery() as nursery:
+            for key in commands:
+                nursery.start_soon(ask, key)
+        exists, found, listed = (answers[key] for key in commands)
+        if isinstance(exists, ReplicatorError):
+            raise exists
+        if exists.status != 0:
             return None
-        found = await self.runner.run(["findmnt", "-J", "-o", "FSROOT,TARGET,FSTYPE", "-T", directory])
+        if isinstance(found, ReplicatorError):
+            raise found
         mount = json.loads(found.check().stdout)["filesystems"][0]
         if mount.get("fstype") != "btrfs":
             raise CommandError(f"{directory} on {self.runner.where} is not on a btrfs filesystem "
@@ -50,9 +131,10 @@ class Btrfs:
         inside = posixpath.relpath(directory, mount["target"])
         from_top = posixpath.normpath(posixpath.join(mount["fsroot"].lstrip("/"), inside))
         from_top = "" if from_top == "." else from_top
-        done = (await self.runner.run(["btrfs", "subvolume", "list", "-o", "-u", "-R", "-c",
-                                       directory])).check()
-        result = {}
+        if isinstance(listed, ReplicatorError):
+            raise listed
+        done = listed.check()
+        result = Entries()
         for line in done.stdout.splitlines():
             match = _LINE.fullmatch(line.strip("\n"))
             if not match:
@@ -90,13 +172,10 @@ def source_snapshots(entries: dict[str, Entry], subvolume: str, prefix: str) -> 
     them: by their own UUID, or for a snapshot that was itself received (a restore), by the
     UUID it was received as, which is what the target's copy carries as `received_uuid`."""
     snapshots = []
-    for entry in entries.values():
-        parsed = names.split_btrfs_entry(entry.name)
-        if not parsed or parsed[0] != subvolume:
-            continue
-        when = names.parse_snapshot_name(parsed[1], prefix)
+    for entry, snapshot in entries_of(entries, subvolume):
+        when = names.parse_snapshot_name(snapshot, prefix)
         if when is not None:
-            snapshots.append(Snapshot(name=parsed[1], guid=entry.received_uuid or entry.uuid, order=entry.cgen,
+            snapshots.append(Snapshot(name=snapshot, guid=entry.received_uuid or entry.uuid, order=entry.cgen,
                                       creation=int(when.timestamp())))
     return oldest_first(snapshots)
 
@@ -105,15 +184,12 @@ def received_snapshots(entries: dict[str, Entry], subvolume: str) -> tuple[Snaps
     """Completed received copies of `subvolume`'s snapshots, identified by `received_uuid`.
 
     An entry without `received_uuid` is a receive that never finished: never a base."""
-    return oldest_first([Snapshot(name=parsed[1], guid=e.received_uuid, order=e.cgen)
-                         for e in entries.values()
-                         if e.received_uuid and (parsed := names.split_btrfs_entry(e.name))
-                         and parsed[0] == subvolume])
+    return oldest_first([Snapshot(name=snapshot, guid=e.received_uuid, order=e.cgen)
+                         for e, snapshot in entries_of(entries, subvolume) if e.received_uuid])
 
 
 def unfinished(entries: dict[str, Entry], subvolume: str) -> list[str]:
-    return sorted(e.name for e in entries.values() if not e.received_uuid
-                  and (parsed := names.split_btrfs_entry(e.name)) and parsed[0] == subvolume)
+    return sorted(e.name for e, _ in entries_of(entries, subvolume) if not e.received_uuid)
 
 
 def send_argv(snapshot_dir: str, subvolume: str, step: Step) -> list[str]:
@@ -128,5 +204,6 @@ def send_argv(snapshot_dir: str, subvolume: str, step: Step) -> list[str]:
 
 
 def receive_argv(directory: str) -> list[str]:
-    return ["btrfs", "receive", "--", directory]
+    # --chroot: a hostile stream's ../ paths cannot reach outside the target directory.
+    return ["btrfs", "receive", "--chroot", "--", directory]
 

@@ -30,6 +30,9 @@ CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr",
            "chacha20-poly1305@openssh.com")
 # Parsing tool output must not depend on the user's locale.
 C_LOCALE = {**os.environ, "LC_ALL": "C"}
+# Commands may run at the same time on one connection (each in its own session), as many as
+# sshd allows by default (MaxSessions 10), less a margin for anything else on the connection.
+MAX_SESSIONS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +96,19 @@ class LocalRunner:
 class SshRunner:
     """Commands on a remote host through one asyncssh connection, opened by `SshHosts`."""
 
-    def __init__(self, host: Host, connection: asyncssh.SSHClientConnection) -> None:
+    def __init__(self, host: Host, connection: asyncssh.SSHClientConnection,
+                 sessions: trio.CapacityLimiter | None = None) -> None:
         self.host = host
         self.where = f"host {host.name} ({host.user}@{host.address}:{host.port})"
         self._connection = connection
+        self._sessions = sessions or trio.CapacityLimiter(MAX_SESSIONS)
 
     async def run(self, argv: Sequence[str]) -> Completed:
         command = shlex.join(argv)
         log.debug("run", where=self.where, argv=list(argv))
         try:
-            done = await aio_as_trio(self._connection.run)(command, check=False)
+            async with self._sessions:
+                done = await aio_as_trio(self._connection.run)(command, check=False)
         except (asyncssh.Error, OSError) as e:
             raise HostError(f"lost the ssh connection to {self.where} while running {command}: {e}",
                             hint="check the network and the host, then run again") from None
@@ -140,6 +146,7 @@ class SshHosts:
     def __init__(self, hosts: dict[str, Host]) -> None:
         self._hosts = hosts
         self._connections: dict[str, asyncssh.SSHClientConnection] = {}
+        self._sessions: dict[str, trio.CapacityLimiter] = {}
         self._failures: dict[str, HostError] = {}
         self._lock = trio.Lock()
 
@@ -155,7 +162,8 @@ class SshHosts:
                 except HostError as e:
                     self._failures[name] = e
                     raise
-        return SshRunner(host, self._connections[name])
+            sessions = self._sessions.setdefault(name, trio.CapacityLimiter(MAX_SESSIONS))
+        return SshRunner(host, self._connections[name], sessions)
 
     async def new_cycle(self, hosts: dict[str, Host] | None = None) -> None:
         """Forget this cycle's failures and closed connections (a daemon keeps the rest); with

@@ -1,7 +1,7 @@
 """ZFS through the `zfs` command, on any runner; portable down to zfs-fuse (pool v23).
 
-Listing uses `zfs get -H -p` rather than `zfs list -p`, which old ZFS lacks, and one call per
-root, so that many datasets cost one round trip.
+Listing uses `zfs get -H -p` rather than `zfs list -p`, which old ZFS lacks, with every root
+in one call (`-r` or `-d 1`), so that many datasets cost one round trip.
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import structlog
+import trio
 
-from replicator.adapters.runner import Runner
+from replicator.adapters import pyzfs
+from replicator.adapters.runner import LocalRunner, Runner
 from replicator.core.errors import SnapshotError
 from replicator.core.model import Snapshot, oldest_first
 from replicator.core.planner import Step, StepKind
@@ -32,27 +34,26 @@ class Zfs:
     async def listing(self, roots: Sequence[str], *, recursive: bool) -> dict[str, tuple[Snapshot, ...]]:
         """Every existing dataset under `roots` (or just the roots) with its snapshots, oldest
         first. A root that does not exist is simply absent from the result."""
-        found: dict[str, dict[str, dict[str, str]]] = {}
-        for root in roots:
-            depth = ["-r"] if recursive else ["-d", "1"]
+        found: dict[str, dict[str, str]] = {}
+        depth = ["-r"] if recursive else ["-d", "1"]
+        for batch in _batches(roots):
             done = await self.runner.run(["zfs", "get", "-H", "-p", *depth, "-o", "name,property,value",
-                                          _PROPS, root])
-            if done.status != 0:
-                if "does not exist" in done.stderr:
-                    continue
+                                          _PROPS, *batch])
+            if done.status != 0 and not _only_missing(done.stderr):
                 done.check()
             for line in done.stdout.splitlines():
                 name, _, rest = line.partition("\t")
                 prop, _, value = rest.partition("\t")
                 found.setdefault(name, {})[prop] = value
+        wanted = set(roots)
         result: dict[str, list[Snapshot]] = {}
         for name, props in found.items():
             dataset, at, snap = name.partition("@")
             if not at:
-                if props.get("type") in ("filesystem", "volume") and (recursive or dataset in roots):
+                if props.get("type") in ("filesystem", "volume") and (recursive or dataset in wanted):
                     result.setdefault(dataset, [])
                 continue
-            if not recursive and dataset not in roots:
+            if not recursive and dataset not in wanted:
                 continue
             result.setdefault(dataset, []).append(Snapshot(
                 name=snap, guid=props.get("guid", ""), order=_int(props.get("createtxg")),
@@ -64,13 +65,11 @@ class Zfs:
         result: dict[str, list[Snapshot]] = {}
         if self.has_bookmarks is False:
             return {}
-        for root in roots:
-            depth = ["-r"] if recursive else ["-d", "1"]
+        depth = ["-r"] if recursive else ["-d", "1"]
+        for batch in _batches(roots):
             done = await self.runner.run(["zfs", "list", "-H", "-p", "-t", "bookmark", *depth,
-                                          "-o", "name,guid,createtxg,creation", root])
-            if done.status != 0:
-                if "does not exist" in done.stderr:
-                    continue
+                                          "-o", "name,guid,createtxg,creation", *batch])
+            if done.status != 0 and not _only_missing(done.stderr):
                 self.has_bookmarks = False  # old ZFS: "invalid type 'bookmark'" or no -p
                 return {}
             self.has_bookmarks = True
@@ -84,24 +83,18 @@ class Zfs:
     async def resume_tokens(self, root: str) -> dict[str, str]:
         """Dataset -> `receive_resume_token` of interrupted resumable receives under `root`.
 
-        Also learns whether this ZFS can resume at all (zfs-fuse cannot); a missing root is
-        asked about through its pool."""
-        pool = root.split("/")[0]
-        for where in (root, pool):
-            done = await self.runner.run(["zfs", "get", "-H", "-r", "-o", "name,value",
-                                          "receive_resume_token", where])
-            if done.status == 0:
-                break
+        Also learns whether this ZFS can resume at all (zfs-fuse cannot). A root that does not
+        exist yet teaches nothing; ask again below it once it does (a restricted endpoint
+        would refuse questions about anything above its roots)."""
+        done = await self.runner.run(["zfs", "get", "-H", "-r", "-o", "name,value",
+                                      "receive_resume_token", root])
+        if done.status != 0:
             if "bad property list" in done.stderr or "invalid property" in done.stderr:
                 self.has_resume = False
-                return {}
-            if "does not exist" not in done.stderr:
+            elif "does not exist" not in done.stderr:
                 done.check()
-        else:
             return {}
         self.has_resume = True
-        if where != root:
-            return {}
         tokens = {}
         for line in done.stdout.splitlines():
             name, _, value = line.partition("\t")
@@ -123,10 +116,21 @@ class Zfs:
         (await self.runner.run(["zfs", "destroy", f"{dataset}#{bookmark}"])).check()
 
     async def snapshot(self, datasets: Sequence[str], name: str, *, recursive: bool) -> None:
-        """Snapshot all datasets at once with one `zfs snapshot` call where the host's zfs can;
-        zfs-fuse takes one snapshot per call, so there each dataset is snapshotted in turn."""
+        """Snapshot all datasets of a pool at once: one `zfs snapshot a@n b@n` call (or one
+        `lzc_snapshot` where pyzfs runs locally), which is atomic. ZFS cannot snapshot across
+        pools atomically, so a job spanning pools gets one atomic group per pool. zfs-fuse takes
+        one snapshot per call, so there each dataset is snapshotted in turn."""
+        pools: dict[str, list[str]] = {}
+        for dataset in datasets:
+            pools.setdefault(dataset.split("/")[0], []).append(f"{dataset}@{name}")
+        for targets in pools.values():
+            await self._snapshot_pool(targets, recursive)
+
+    async def _snapshot_pool(self, targets: list[str], recursive: bool) -> None:
         flags = ["-r"] if recursive else []
-        targets = [f"{ds}@{name}" for ds in datasets]
+        if pyzfs.AVAILABLE and isinstance(self.runner, LocalRunner) and not recursive:
+            await trio.to_thread.run_sync(pyzfs.snapshot, targets)
+            return
         if not self._one_snapshot_per_call or len(targets) == 1:
             done = await self.runner.run(["zfs", "snapshot", *flags, *targets])
             if done.status == 0:
@@ -137,7 +141,7 @@ class Zfs:
                                     "that no snapshot of that name exists yet")
             self._one_snapshot_per_call = True
             log.warning("zfs cannot take several snapshots in one call; taking them one by one",
-                        where=self.runner.where, datasets=list(datasets))
+                        where=self.runner.where, snapshots=targets)
         for target in targets:
             done = await self.runner.run(["zfs", "snapshot", *flags, target])
             if done.status != 0:
@@ -206,6 +210,30 @@ def send_argv(dataset: str, step: Step) -> list[str]:
 def receive_argv(dataset: str, *, resumable: bool = False) -> list[str]:
     # -s keeps what arrived when the stream breaks, with a token to resume from.
     return ["zfs", "receive", "-s", dataset] if resumable else ["zfs", "receive", dataset]
+
+
+# One remote command travels as one argument of `sh -c`, which Linux caps at 128 KiB.
+_BATCH_CHARS = 60_000
+
+
+def _batches(roots: Sequence[str]) -> list[list[str]]:
+    """The roots in as few argument lists as fit in one command each."""
+    batches: list[list[str]] = []
+    size = _BATCH_CHARS
+    for root in dict.fromkeys(roots):
+        if size + len(root) + 3 > _BATCH_CHARS:
+            batches.append([])
+            size = 0
+        batches[-1].append(root)
+        size += len(root) + 3
+    return batches
+
+
+def _only_missing(stderr: str) -> bool:
+    """Whether a failed listing failed only because some roots do not exist (zfs still lists
+    the others, and exits 1)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return bool(lines) and all("does not exist" in line for line in lines)
 
 
 def _int(value: str | None) -> int:

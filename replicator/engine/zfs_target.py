@@ -153,9 +153,13 @@ async def move_base_hold(zfs: Zfs, tag: str, dataset: str, snapshots: Sequence[S
     tried where the listing saw a hold (we cannot read tag names on every ZFS), and
     `also_release` covers the one held since the listing.
     """
-    if base is not None and not base.is_bookmark:
+    holds = {s.name: s.holds for s in snapshots}
+    # A base the listing already saw held (ours, as a rule) is not held again: on an
+    # unchanged dataset this saves one `zfs hold` per dataset and cycle. Should only someone
+    # else's hold be left there, ours returns with the next transfer.
+    if base is not None and not base.is_bookmark and not holds.get(base.name):
         await zfs.hold(tag, dataset, base.name)
         crashpoint("after-hold-moved")
-    held = {s.name for s in snapshots if s.holds} | ({also_release.name} if also_release else set())
+    held = {name for name, count in holds.items() if count} | ({also_release.name} if also_release else set())
     for name in sorted(held - {base.name if base else ""}):
         await zfs.release(tag, dataset, name)
