@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 
+import trio
+
 from replicator.cli.common import human_bytes, load_config, print_json, run_async, select_jobs
+from replicator.cli.progress import show_progress
 from replicator.core.errors import EXIT_OK, UsageError
 from replicator.engine.context import open_context
 from replicator.engine.restore import Request, Restored, restore
@@ -26,6 +30,8 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     where.add_argument("--in-place", action="store_true",
                        help="over the original; the original is renamed to NAME.replaced_TIME and kept")
     parser.add_argument("--dry-run", action="store_true", help="say what would be restored, change nothing")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show transfer progress on stderr (default: when stderr is a terminal)")
     parser.set_defaults(handler=handle)
 
 
@@ -42,9 +48,15 @@ def handle(args: argparse.Namespace) -> int:
     request = Request(target=args.target, snapshot=args.snapshot, at=at, to=args.to,
                       in_place=args.in_place, dry_run=args.dry_run)
 
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+
     async def go() -> list[Restored]:
-        async with open_context(config) as ctx:
-            return await restore(job, ctx, request)
+        async with open_context(config) as ctx, trio.open_nursery() as nursery:
+            if show and not args.dry_run:
+                nursery.start_soon(show_progress, ctx)
+            restored = await restore(job, ctx, request)
+            nursery.cancel_scope.cancel()
+            return restored
 
     results = run_async(go)
     if args.json:

@@ -167,3 +167,32 @@ def test_second_daemon_names_the_first_and_sigterm_stops_a_transfer_cleanly(pool
     offline = status(config)
     assert offline["daemon"]["running"] is False
     assert "not running" in cli(config, "status").out
+
+
+def test_a_daemon_killed_mid_stream_leaves_a_resumable_spool(pools, tmp_path):
+    src, dst = pools
+    (src / "data" / "big.bin").write_bytes(os.urandom(24 << 20))
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(src, dst, tmp_path / "state", rate_limit="4M"))
+    daemon = Daemon(config)
+    try:
+        daemon.messages_until("READY=1")
+        wait_for(lambda: status(config)["jobs"][0]["targets"][0]["transfer"], what="a transfer under way")
+        time.sleep(1)
+        daemon.proc.kill()   # as the OOM killer would
+        daemon.proc.wait(timeout=10)
+    finally:
+        daemon.stop()
+    records = cli(config, "log", "--json").json
+    assert [r["status"] for r in records if r["type"] == "daemon"] == ["incomplete"]
+    assert [r["status"] for r in records if r["type"] == "send"] == ["incomplete"]
+    [spool] = (dst / "backup" / ".replicator-spool").iterdir()
+    kept = spool.stat().st_size
+    assert kept > 0
+    config.write_text(config.read_text().replace('rate_limit = "4M"\n', ""))
+    again = cli(config, "replicate", "--json")
+    assert again.code == 0, again.out + again.err
+    [sent] = again.json[0]["transfers"]
+    assert sent["bytes"] < (26 << 20) - kept + (1 << 20), "what the spool held was not sent again"
+    [copy] = [p for p in (dst / "backup").iterdir() if p.name.startswith("data@")]
+    assert tree_digest(copy) == tree_digest(src / "data")
