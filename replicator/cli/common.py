@@ -69,10 +69,11 @@ def run_async(fn: Callable[..., Awaitable[int]], *args: Any) -> int:
         raise leaf from None
 
 
-def with_context(args: argparse.Namespace, work: Callable[[Context, list[Job]], Awaitable[T]]) -> T:
-    """Load the config, pick the jobs named on the command line, and run `work` on them."""
+def with_context(args: argparse.Namespace, work: Callable[[Context, list[Job]], Awaitable[T]],
+                 jobs: Sequence[str] | None = None) -> T:
+    """Load the config, pick the jobs named on the command line (or `jobs`), run `work` on them."""
     config = load_config(args)
-    jobs = select_jobs(config, args.jobs)
+    jobs = select_jobs(config, args.jobs if jobs is None else jobs)
 
     async def go() -> T:
         async with open_context(config) as ctx:

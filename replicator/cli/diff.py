@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from replicator.cli.common import load_config, print_json, run_async, select_jobs
+from replicator.cli.common import print_json, with_context
+from replicator.core.config import Job
 from replicator.core.errors import EXIT_OK
-from replicator.engine.context import open_context
+from replicator.engine.context import Context
 from replicator.engine.diff import diff_snapshots
 
 
@@ -20,14 +21,10 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def handle(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    [job] = select_jobs(config, [args.job])
+    async def diff(ctx: Context, jobs: list[Job]) -> dict[str, list[tuple[str, str]]]:
+        return await diff_snapshots(jobs[0], ctx, args.old, args.new, args.source)
 
-    async def go():
-        async with open_context(config) as ctx:
-            return await diff_snapshots(job, ctx, args.old, args.new, args.source)
-
-    result = run_async(go)
+    result = with_context(args, diff, jobs=[args.job])
     if args.json:
         print_json({loc: [{"change": c, "path": p} for c, p in changes] for loc, changes in result.items()})
         return EXIT_OK

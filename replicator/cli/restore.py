@@ -8,10 +8,11 @@ from datetime import datetime
 
 import trio
 
-from replicator.cli.common import human_bytes, load_config, print_json, run_async, select_jobs
+from replicator.cli.common import human_bytes, print_json, with_context
 from replicator.cli.progress import show_progress
 from replicator.core.errors import EXIT_OK, UsageError
-from replicator.engine.context import open_context
+from replicator.core.config import Job
+from replicator.engine.context import Context
 from replicator.engine.restore import Request, Restored, restore
 
 
@@ -36,8 +37,6 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def handle(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    [job] = select_jobs(config, [args.job])
     at = None
     if args.at:
         try:
@@ -47,18 +46,17 @@ def handle(args: argparse.Namespace) -> int:
         at = at if at.tzinfo else at.astimezone()
     request = Request(target=args.target, snapshot=args.snapshot, at=at, to=args.to,
                       in_place=args.in_place, dry_run=args.dry_run)
-
     show = sys.stderr.isatty() if args.progress is None else args.progress
 
-    async def go() -> list[Restored]:
-        async with open_context(config) as ctx, trio.open_nursery() as nursery:
+    async def go(ctx: Context, jobs: list[Job]) -> list[Restored]:
+        async with trio.open_nursery() as nursery:
             if show and not args.dry_run:
                 nursery.start_soon(show_progress, ctx)
-            restored = await restore(job, ctx, request)
+            restored = await restore(jobs[0], ctx, request)
             nursery.cancel_scope.cancel()
             return restored
 
-    results = run_async(go)
+    results = with_context(args, go, jobs=[args.job])
     if args.json:
         print_json(results)
         return EXIT_OK

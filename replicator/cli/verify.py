@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from replicator.cli.common import load_config, print_json, run_async, select_jobs
+from replicator.cli.common import print_json, with_context
+from replicator.core.config import Job
 from replicator.core.errors import EXIT_OK, EXIT_TARGET_FAILED
-from replicator.engine.context import open_context
-from replicator.engine.verify import verify_job
+from replicator.engine.context import Context
+from replicator.engine.verify import Verified, verify_job
 
 
 def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -20,14 +21,10 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def handle(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    [job] = select_jobs(config, [args.job])
+    async def verify(ctx: Context, jobs: list[Job]) -> list[Verified]:
+        return await verify_job(jobs[0], ctx, target_names=args.target, sample=args.sample)
 
-    async def go():
-        async with open_context(config) as ctx:
-            return await verify_job(job, ctx, target_names=args.target, sample=args.sample)
-
-    results = run_async(go)
+    results = with_context(args, verify, jobs=[args.job])
     if args.json:
         print_json(results)
     else:
