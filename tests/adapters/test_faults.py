@@ -66,20 +66,23 @@ def test_a_link_that_drops_or_stalls_mid_stream(mode, make_btrfs, sshd, tmp_path
     assert len(list((src / ".snapshots").iterdir())) == 1, "no snapshot lost"
 
 
-def kill_when_streaming(config, pattern: str, env=None):
-    """Start `replicator replicate` and SIGKILL the process matching `pattern` mid-stream."""
+def pids(pattern: str) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()]
+
+
+def kill_when_streaming(config, pattern: str, streaming: str | None = None, env=None):
+    """Start `replicator replicate`, wait until the stream flows (a process matching
+    `streaming`, by default `pattern` itself), then SIGKILL the process matching `pattern`."""
     proc = subprocess.Popen([sys.executable, "-m", "replicator", "replicate", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "STATE_DIRECTORY": str(config.parent / "state"), **(env or {})})
-    victim = None
-    deadline = time.monotonic() + 30
-    while victim is None and time.monotonic() < deadline:
-        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-        victim = int(found[0]) if found else None
+    deadline = time.monotonic() + 60
+    while not pids(streaming or pattern) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert victim, f"nothing matched {pattern}"
     time.sleep(0.5)
-    os.kill(victim, signal.SIGKILL)
+    victims = pids(pattern)
+    assert victims, f"nothing matched {pattern}"
+    os.kill(victims[0], signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     return proc.returncode, out, err
 
@@ -97,7 +100,7 @@ def test_kill_9_mid_stream_resumes_without_resending(victim, make_btrfs, tmp_pat
     assert cli(config, "snapshot").code == 0
     pattern = {"sender": f"btrfs send .*{src}", "spool writer": f"dd of={dst}",
                "replicator": f"replicator replicate --config {config}"}[victim]
-    code, out, err = kill_when_streaming(config, pattern)
+    code, out, err = kill_when_streaming(config, pattern, streaming=f"dd of={dst}")
     assert code != 0
     time.sleep(0.5)
     leftovers = subprocess.run(["pgrep", "-f", f"btrfs send .*{src}|dd of={dst}"], capture_output=True)
