@@ -163,6 +163,16 @@ class Btrfs:
         if paths:
             (await self.runner.run(["btrfs", "subvolume", "delete", "--", *paths])).check()
 
+    async def exists(self, path: str, *, directory: bool = False) -> bool:
+        return (await self.runner.run(["test", "-d" if directory else "-e", path])).status == 0
+
+    async def move(self, old: str, new: str) -> None:
+        """Rename a subvolume (or anything) within its filesystem."""
+        (await self.runner.run(["mv", "-T", "--", old, new])).check()
+
+    async def writable_snapshot(self, snapshot: str, path: str) -> None:
+        (await self.runner.run(["btrfs", "subvolume", "snapshot", "--", snapshot, path])).check()
+
     async def ensure_directory(self, directory: str) -> None:
         (await self.runner.run(["mkdir", "-p", "--", directory])).check()
 

@@ -190,6 +190,21 @@ class Zfs:
         done = (await self.runner.run(["zfs", "get", "-H", "-o", "value", "mountpoint", dataset])).check()
         return done.stdout.strip()
 
+    async def rollback(self, dataset: str, snapshot: str) -> None:
+        """Undo writes since `snapshot`, which must be the newest (never `-r`)."""
+        (await self.runner.run(["zfs", "rollback", f"{dataset}@{snapshot}"])).check()
+
+    async def has_directory(self, path: str) -> bool:
+        return (await self.runner.run(["test", "-d", path])).status == 0
+
+    async def clone_readonly(self, dataset: str, snapshot: str, clone: str) -> None:
+        (await self.runner.run(["zfs", "clone", "-o", "readonly=on", f"{dataset}@{snapshot}", clone])).check()
+
+    async def destroy_clone(self, clone: str) -> str | None:
+        """Destroy a clone this tool made; None when gone, else why not (e.g. still busy)."""
+        done = await self.runner.run(["zfs", "destroy", "-f", clone])
+        return None if done.status == 0 or "does not exist" in done.stderr else done.stderr.strip()
+
     async def set_readonly(self, dataset: str) -> None:
         # Without it, reading files on the target (atime) makes the next incremental fail.
         (await self.runner.run(["zfs", "set", "readonly=on", dataset])).check()

@@ -23,7 +23,6 @@ READABLE_PROPERTIES = frozenset({
     "name", "type", "guid", "createtxg", "creation", "receive_resume_token", "userrefs",
     "readonly", "mountpoint", "used", "referenced", "available"})
 # Where a target stages a btrfs stream so that an interrupted transfer can resume.
-SPOOL_DIR = ".replicator-spool"
 _SPOOL_FILE = re.compile(r"(?P<entry>.+)\.from-(?P<parent>.+)\.stream", re.S)
 _OUR_SNAPSHOT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}_[0-9]{8}T[0-9]{6}Z", re.ASCII)
 
@@ -223,11 +222,11 @@ class PathArg:
                         f"YYYYmmddTHHMMSSZ with prefix {' or '.join(policy.snapshot_prefixes)}")
         if self.spool:
             directory, _, name = path.rpartition("/")
-            if self.spool == "dir" and name != SPOOL_DIR:
-                return f"{path!r} is not a spool directory (DIR/{SPOOL_DIR})"
-            if self.spool == "file" and not (directory.rpartition("/")[2] == SPOOL_DIR
+            if self.spool == "dir" and name != names.SPOOL_DIR:
+                return f"{path!r} is not a spool directory (DIR/{names.SPOOL_DIR})"
+            if self.spool == "file" and not (directory.rpartition("/")[2] == names.SPOOL_DIR
                                              and _our_spool_file(name, policy)):
-                return (f"{path!r} is not a spool file (DIR/{SPOOL_DIR}/SUBVOLUME@PREFIX_"
+                return (f"{path!r} is not a spool file (DIR/{names.SPOOL_DIR}/SUBVOLUME@PREFIX_"
                         "YYYYmmddTHHMMSSZ.from-(PREFIX_YYYYmmddTHHMMSSZ|nothing).stream)")
         return None
 

@@ -55,6 +55,14 @@ def zfs_target_dataset(root: str, source_dataset: str) -> str:
     return f"{root}/{source_dataset}"
 
 
+SPOOL_DIR = ".replicator-spool"
+
+
+def spool_file(entry: str, parent: str | None) -> str:
+    """The spool of a btrfs stream of `entry` sent on `parent` (or in full), in SPOOL_DIR."""
+    return f"{entry}.from-{parent or 'nothing'}.stream"
+
+
 def hold_tag(job: str, target: str) -> str:
     """The ZFS hold that pins a target's incremental base on the source."""
     return f"replicator.{job}.{target}"

@@ -3,7 +3,6 @@ received read-only into the target directory."""
 
 from __future__ import annotations
 
-import posixpath
 import sys
 
 import structlog
@@ -14,6 +13,7 @@ from replicator.adapters.runner import Runner
 from replicator.core import names
 from replicator.core.config import BtrfsSource, Job, Target
 from replicator.adapters.skip import PREFIX_MISMATCH
+from replicator.adapters.spool import Spool
 from replicator.core.errors import CommandError
 from replicator.core.planner import Plan, Step, plan
 from replicator.engine.context import Context
@@ -64,9 +64,9 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
                 return await stream(ctx, label, target, src, send, runner,
                                     btrfs_adapter.receive_argv(target.path))
             assert step.snapshot is not None
-            spool = spool_path(target.path, names.btrfs_entry(subvolume, step.snapshot.name),
-                               step.base.name if step.base else None)
-            return await spooled(ctx, label, target, src, runner, send, spool)
+            spool = Spool(runner, target.path, names.btrfs_entry(subvolume, step.snapshot.name),
+                          step.base.name if step.base else None)
+            return await spooled(ctx, label, target, src, send, spool)
 
         await carry_out(ctx, result, decision, dry_run, send_one)
     return results
@@ -100,51 +100,39 @@ async def _clear_interrupted(ctx: Context, job: Job, target: Target, remote: Btr
     return [entry for entry in in_the_way if entry not in interrupted]
 
 
-SPOOL_DIR = ".replicator-spool"
 MIN_FREE = 64 << 20
 
 
-def spool_path(directory: str, entry: str, parent: str | None) -> str:
-    return f"{directory}/{SPOOL_DIR}/{entry}.from-{parent or 'nothing'}.stream"
-
-
-async def spooled(ctx: Context, label: str, target: Target, src: Runner, runner: Runner, send: list[str],
-                  spool: str) -> int:
+async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: list[str], spool: Spool) -> int:
     """Stream into a spool file on the target, then `btrfs receive -f` it there.
 
     btrfs cannot resume a receive, but a spool can grow: after an interruption the next attempt
     sends only what the spool lacks (the same snapshots give the same stream; the prefix is
     checked by hash before it is skipped). The spool lives on the target filesystem and is
     removed once received. Returns the bytes sent in this attempt."""
-    spool_dir = posixpath.dirname(spool)
-    (await runner.run(["mkdir", "-p", "--", spool_dir])).check()
-    free = await runner.run(["df", "--output=avail", "-B1", "--", spool_dir])
-    avail = int(free.stdout.split()[-1]) if free.status == 0 and free.stdout.split()[-1].isdigit() else None
+    avail = await spool.prepare()
     if avail is not None and avail < MIN_FREE:
         raise CommandError(f"{target.where} has only {avail >> 20} MiB free for the spool of {label}",
                            hint="free space on the target filesystem, or set resumable = false")
-    stat = await runner.run(["stat", "-c", "%s", "--", spool])
-    have = int(stat.stdout.strip()) if stat.status == 0 else 0
+    have = await spool.size()
     sender_runner, sender = src, send
-    receiver = ["dd", f"of={spool}", "bs=1M", "status=none", "conv=fsync"]
     if have:
-        digest = (await runner.run(["sha256sum", "--", spool])).check().stdout.split()[0]
+        digest = await spool.sha256()
         # The skipper runs here and wraps the sender wherever that runs (ssh for pull mode).
         sender_runner = ctx.local
         sender = [sys.executable, "-m", "replicator.adapters.skip", "--bytes", str(have), "--sha256", digest,
                   "--", *src.stream_argv(send)]
-        receiver = ["dd", f"of={spool}", "bs=1M", "status=none", "conv=notrunc,fsync", "oflag=append"]
         log.info("resuming a btrfs stream from its spool", label=label, offset=have)
     try:
-        moved = await stream(ctx, label, target, sender_runner, sender, runner, receiver)
+        moved = await stream(ctx, label, target, sender_runner, sender, spool.runner,
+                             spool.writer_argv(append=bool(have)))
     except CommandError as e:
         if not (have and e.status == PREFIX_MISMATCH and e.argv[:1] == (sys.executable,)):
             raise
-        log.warning("the spool does not match the stream; starting it over", label=label, spool=spool)
-        (await runner.run(["rm", "-f", "--", spool])).check()
-        return await spooled(ctx, label, target, src, runner, send, spool)
+        log.warning("the spool does not match the stream; starting it over", label=label, spool=spool.path)
+        await spool.remove()
+        return await spooled(ctx, label, target, src, send, spool)
     crashpoint("after-spool")
-    (await runner.run(["btrfs", "receive", "--chroot", "-f", spool, "--", target.path])).check()
-    (await runner.run(["rm", "-f", "--", spool])).check()
-    await runner.run(["rmdir", "--ignore-fail-on-non-empty", "--", spool_dir])
+    await spool.receive()
+    await spool.remove()
     return moved

@@ -7,6 +7,7 @@ import posixpath
 from contextlib import AsyncExitStack
 
 from replicator.adapters import files
+from replicator.adapters.btrfs import Btrfs
 from replicator.adapters.zfs import Zfs
 from replicator.core import diff, names
 from replicator.core.config import Job, ZfsSource
@@ -40,7 +41,7 @@ async def diff_snapshots(job: Job, ctx: Context, old: str, new: str,
                     roots.append(await views.enter_async_context(zfs_snapshot_dir(zfs, location, snap)))
                 else:
                     path = posixpath.join(job.source.snapshot_dir, names.btrfs_entry(names.basename(location), snap))
-                    if (await src.run(["test", "-d", path])).status != 0:
+                    if not await Btrfs(src).exists(path, directory=True):
                         raise UsageError(f"there is no snapshot {path}")
                     roots.append(path)
             before, after = [await files.tree(src, root) for root in roots]

@@ -168,12 +168,11 @@ async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context,
                                          btrfs_adapter.send_argv(target.path, name, Step(StepKind.FULL, snap)),
                                          receiver, btrfs_adapter.receive_argv(directory))
         if request.in_place:
-            if (await receiver.run(["test", "-e", subvolume])).status == 0:
-                (await receiver.run(["mv", "-T", "--", subvolume, result.moved_aside])).check()
+            if await local.exists(subvolume):
+                await local.move(subvolume, result.moved_aside)
             else:
                 result.moved_aside = None
-            (await receiver.run(["btrfs", "subvolume", "snapshot", "--",
-                                 posixpath.join(directory, entry), subvolume])).check()
+            await local.writable_snapshot(posixpath.join(directory, entry), subvolume)
     return results
 
 

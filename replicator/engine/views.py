@@ -24,11 +24,11 @@ log = structlog.get_logger()
 async def zfs_snapshot_dir(zfs: Zfs, dataset: str, snapshot: str) -> AsyncIterator[str]:
     mountpoint = await zfs.mountpoint(dataset)
     hidden = posixpath.join(mountpoint, ".zfs", "snapshot", snapshot)
-    if mountpoint.startswith("/") and (await zfs.runner.run(["test", "-d", hidden])).status == 0:
+    if mountpoint.startswith("/") and await zfs.has_directory(hidden):
         yield hidden
         return
     clone = f"{dataset}.verify_{secrets.token_hex(4)}"
-    (await zfs.runner.run(["zfs", "clone", "-o", "readonly=on", f"{dataset}@{snapshot}", clone])).check()
+    await zfs.clone_readonly(dataset, snapshot, clone)
     try:
         yield await zfs.mountpoint(clone)
     finally:
@@ -39,9 +39,9 @@ async def zfs_snapshot_dir(zfs: Zfs, dataset: str, snapshot: str) -> AsyncIterat
 async def _destroy_clone(zfs: Zfs, clone: str) -> None:
     # The clone's mount can stay busy for a moment after the last reader exits (zfs-fuse).
     for attempt in range(10):
-        done = await zfs.runner.run(["zfs", "destroy", "-f", clone])
-        if done.status == 0 or "does not exist" in done.stderr:
+        why = await zfs.destroy_clone(clone)
+        if why is None:
             return
         await trio.sleep(0.2 * (attempt + 1))
     log.warning("could not destroy a temporary clone; destroy it by hand", clone=clone,
-                where=zfs.runner.where, error=done.stderr.strip())
+                where=zfs.runner.where, error=why)

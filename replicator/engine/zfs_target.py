@@ -141,7 +141,7 @@ async def _roll_back(ctx: Context, job: Job, target: Target, remote: Zfs, datase
                               message="rollback_diverged: the source does not have it"):
             await remote.destroy_snapshot(dataset, name)
     if not decision.common.is_bookmark:
-        (await remote.runner.run(["zfs", "rollback", f"{dataset}@{decision.common.name}"])).check()
+        await remote.rollback(dataset, decision.common.name)
 
 
 async def move_base_hold(zfs: Zfs, tag: str, dataset: str, snapshots: Sequence[Snapshot],
