@@ -14,7 +14,7 @@ import trio
 import trio_asyncio
 
 from replicator.core.config import Config, Job, parse_config
-from replicator.core.errors import ConfigError, ReplicatorError, UsageError
+from replicator.core.errors import ConfigError, UsageError, unwrap
 from replicator.engine.context import Context, open_context
 
 T = TypeVar("T")
@@ -60,13 +60,10 @@ def run_async(fn: Callable[..., Awaitable[int]], *args: Any) -> int:
         return trio.run(main)
     except BaseExceptionGroup as group:
         # Nurseries wrap errors in groups; the user wants our error, not a tree of them.
-        ours = group.subgroup(lambda e: isinstance(e, (ReplicatorError, KeyboardInterrupt)))
-        if ours is None:
+        error = unwrap(group)
+        if error is group:
             raise
-        leaf: BaseException = ours
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        raise leaf from None
+        raise error from None
 
 
 def with_context(args: argparse.Namespace, work: Callable[[Context, list[Job]], Awaitable[T]],

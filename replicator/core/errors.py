@@ -79,3 +79,21 @@ class CommandError(TargetError):
 
 class ConflictError(TargetError):
     """Source and target histories do not line up; replicating would need a destroy."""
+
+
+def unwrap(group: BaseExceptionGroup) -> BaseException:
+    """The error a nursery wrapped in a group, so that callers can catch it by type: the only
+    one, or else the first of ours (or a KeyboardInterrupt); a group of other errors stays."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    if len(leaves) == 1:
+        return leaves[0]
+    return next((e for e in leaves if isinstance(e, (ReplicatorError, KeyboardInterrupt))), group)

@@ -8,7 +8,7 @@ import trio
 from replicator.adapters.runner import Runner
 from replicator.adapters.stream import Progress, transfer
 from replicator.core.config import Target
-from replicator.core.errors import TargetError
+from replicator.core.errors import TargetError, unwrap
 from replicator.engine.context import Context
 
 
@@ -29,29 +29,13 @@ async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_
             moved = await transfer(sender, send_argv, receiver, receive_argv, progress)
             nursery.cancel_scope.cancel()  # the transfer is done: stop watching
     except BaseExceptionGroup as group:
-        raise sole(group) from None
+        raise unwrap(group) from None
     finally:
         ctx.active.discard(progress)
     if stalled.is_set():
         raise Stalled(f"the stream to {target.where} made no progress for {target.stall_timeout:g} s "
                       "and was stopped", hint="check the link and the target; the next run retries")
     return moved
-
-
-def sole(group: BaseExceptionGroup) -> BaseException:
-    """The one error a nursery wrapped, so callers can catch our errors by type; a group of
-    several stays a group."""
-    leaves: list[BaseException] = []
-
-    def walk(error: BaseException) -> None:
-        if isinstance(error, BaseExceptionGroup):
-            for inner in error.exceptions:
-                walk(inner)
-        else:
-            leaves.append(error)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else group
 
 
 async def _watch(progress: Progress, timeout: float, stalled: trio.Event, scope: trio.CancelScope) -> None:

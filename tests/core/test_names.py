@@ -58,3 +58,4 @@ def test_zfs_names_refused_with_the_reason(name, says):
     ("/srv/../etc", False), ("/srv/a\nb", False)])
 def test_btrfs_paths(path, ok):
     assert (names.btrfs_path_problem(path) is None) == ok
+
