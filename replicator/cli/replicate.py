@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-import trio
-
+from replicator.cli import progress
 from replicator.cli.common import human_bytes, print_json, with_context
-from replicator.cli.progress import show_progress
+from replicator.core.config import Job
 from replicator.core.errors import EXIT_OK, EXIT_TARGET_FAILED
 from replicator.engine.context import Context
 from replicator.engine.replicate import TargetResult, replicate_job
@@ -26,8 +24,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", action="append", default=[], metavar="NAME",
                         help="only this target (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="plan and print, send nothing")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="show transfer progress on stderr (default: when stderr is a terminal)")
+    progress.add_option(parser)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -36,16 +33,14 @@ def handle(args: argparse.Namespace) -> int:
     return exit_code(results)
 
 
-async def replicate_with_progress(ctx: Context, jobs, args: argparse.Namespace) -> list[TargetResult]:
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    results: list[TargetResult] = []
-    async with trio.open_nursery() as nursery:
-        if show and not args.dry_run:
-            nursery.start_soon(show_progress, ctx)
+async def replicate_with_progress(ctx: Context, jobs: list[Job], args: argparse.Namespace) -> list[TargetResult]:
+    async def replicate_all() -> list[TargetResult]:
+        results: list[TargetResult] = []
         for job in jobs:
             results += await replicate_job(job, ctx, dry_run=args.dry_run, only_targets=args.target)
-        nursery.cancel_scope.cancel()
-    return results
+        return results
+
+    return await progress.with_progress(ctx, args, replicate_all)
 
 
 def exit_code(results: list[TargetResult]) -> int:

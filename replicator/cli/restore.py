@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime
 
-import trio
-
+from replicator.cli import progress
 from replicator.cli.common import human_bytes, print_json, with_context
-from replicator.cli.progress import show_progress
 from replicator.core.errors import EXIT_OK, UsageError
 from replicator.core.config import Job
 from replicator.engine.context import Context
@@ -31,8 +28,7 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     where.add_argument("--in-place", action="store_true",
                        help="over the original; the original is renamed to NAME.replaced_TIME and kept")
     parser.add_argument("--dry-run", action="store_true", help="say what would be restored, change nothing")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="show transfer progress on stderr (default: when stderr is a terminal)")
+    progress.add_option(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -46,15 +42,9 @@ def handle(args: argparse.Namespace) -> int:
         at = at if at.tzinfo else at.astimezone()
     request = Request(target=args.target, snapshot=args.snapshot, at=at, to=args.to,
                       in_place=args.in_place, dry_run=args.dry_run)
-    show = sys.stderr.isatty() if args.progress is None else args.progress
 
     async def go(ctx: Context, jobs: list[Job]) -> list[Restored]:
-        async with trio.open_nursery() as nursery:
-            if show and not args.dry_run:
-                nursery.start_soon(show_progress, ctx)
-            restored = await restore(jobs[0], ctx, request)
-            nursery.cancel_scope.cancel()
-            return restored
+        return await progress.with_progress(ctx, args, lambda: restore(jobs[0], ctx, request))
 
     results = with_context(args, go, jobs=[args.job])
     if args.json:
