@@ -187,7 +187,8 @@ def test_two_replications_of_one_target_at_once(make_btrfs, tmp_path):
     assert tree_digest(copy) == tree_digest(src / "data")
 
 
-def test_a_diverged_zfs_target_is_rolled_back_only_when_allowed(make_zpool, tmp_path):
+def replicated_zfs(make_zpool, tmp_path):
+    """A zfs-fuse dataset replicated once to a local target: (source pool, copy, config, its text)."""
     src, dst = make_zpool(), make_zpool()
     run("zfs", "create", f"{src}/data")
     write_files(zfs_mountpoint(f"{src}/data"), 1)
@@ -196,6 +197,11 @@ def test_a_diverged_zfs_target_is_rolled_back_only_when_allowed(make_zpool, tmp_
     config.write_text(base)
     assert cli(config, "run", "--once").code == 0
     copy = f"{dst}/b/{src}/data"
+    return src, copy, config, base
+
+
+def test_a_diverged_zfs_target_is_rolled_back_only_when_allowed(make_zpool, tmp_path):
+    src, copy, config, base = replicated_zfs(make_zpool, tmp_path)
     run("zfs", "snapshot", f"{copy}@someone-elses")
     write_files(zfs_mountpoint(f"{src}/data"), 2)
     refused = cli(config, "run", "--once")
@@ -213,14 +219,7 @@ def test_a_diverged_zfs_target_is_rolled_back_only_when_allowed(make_zpool, tmp_
 
 
 def test_a_zfs_target_written_to_needs_rollback_permission(make_zpool, tmp_path):
-    src, dst = make_zpool(), make_zpool()
-    run("zfs", "create", f"{src}/data")
-    write_files(zfs_mountpoint(f"{src}/data"), 1)
-    config = tmp_path / "c.toml"
-    base = zfs_job("tank", [f"{src}/data"], [target_table(f"{dst}/b")])
-    config.write_text(base)
-    assert cli(config, "run", "--once").code == 0
-    copy = f"{dst}/b/{src}/data"
+    src, copy, config, base = replicated_zfs(make_zpool, tmp_path)
     run("zfs", "set", "readonly=off", copy)
     (zfs_received_tree(copy) / "intruder.txt").write_text("written on the backup")
     write_files(zfs_mountpoint(f"{src}/data"), 2)

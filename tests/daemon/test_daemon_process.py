@@ -133,12 +133,17 @@ def test_daemon_replicates_on_schedule_reports_status_and_reloads(pools, tmp_pat
     assert code == 0, daemon.log()
 
 
-def test_second_daemon_names_the_first_and_sigterm_stops_a_transfer_cleanly(pools, tmp_path):
-    src, dst = pools
+def slow_transfer_daemon(src: Path, dst: Path, tmp_path: Path) -> tuple[Path, Daemon]:
+    """A daemon whose first transfer (24 MiB at 4 MiB/s) is still running when tests look."""
     (src / "data" / "big.bin").write_bytes(os.urandom(24 << 20))
     config = tmp_path / "config.toml"
     config.write_text(config_text(src, dst, tmp_path / "state", rate_limit="4M"))
-    daemon = Daemon(config)
+    return config, Daemon(config)
+
+
+def test_second_daemon_names_the_first_and_sigterm_stops_a_transfer_cleanly(pools, tmp_path):
+    src, dst = pools
+    config, daemon = slow_transfer_daemon(src, dst, tmp_path)
     try:
         daemon.messages_until("READY=1")
         second = cli(config, "daemon")
@@ -171,10 +176,7 @@ def test_second_daemon_names_the_first_and_sigterm_stops_a_transfer_cleanly(pool
 
 def test_a_daemon_killed_mid_stream_leaves_a_resumable_spool(pools, tmp_path):
     src, dst = pools
-    (src / "data" / "big.bin").write_bytes(os.urandom(24 << 20))
-    config = tmp_path / "config.toml"
-    config.write_text(config_text(src, dst, tmp_path / "state", rate_limit="4M"))
-    daemon = Daemon(config)
+    config, daemon = slow_transfer_daemon(src, dst, tmp_path)
     try:
         daemon.messages_until("READY=1")
         wait_for(lambda: status(config)["jobs"][0]["targets"][0]["transfer"], what="a transfer under way")
