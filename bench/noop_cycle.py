@@ -38,7 +38,7 @@ from pathlib import Path
 import trio
 import trio_asyncio
 
-from common import (CommandTrace, busy_elsewhere, host_config, load, median, raw_ssh, remove_workdir, retry, sh, spread,
+from common import (CommandTrace, busy_elsewhere, host_config, load, median, raw_ssh, remove_workdir, sh, spread,
                     table, workdir)
 from replicator.core.config import parse_config
 from replicator.engine.context import open_context
@@ -254,20 +254,26 @@ def bench_btrfs(stack: ExitStack, work: Path, server: SshServer, args) -> list[l
     print(f"  engine snapshot+replicate+prune: {[round(t, 2) for t in ours_engine]}", flush=True)
     if profile:
         print_profile(profile, "btrfs 16 MB cycles (engine)")
-    # The same without the resumable spool (stream straight into `btrfs receive`).
-    direct_text = config_text.replace(f"path = {str(dst / 'one')!r}\n",
-                                      f"path = {str(dst / 'one')!r}\nresumable = false\n")
-    assert direct_text != config_text
-    ours_direct = engine_cycles(direct_text, ["one"], args.cycles + 1, full=True, before=change)[1:]
-    print(f"  engine, resumable = false: {[round(t, 2) for t in ours_direct]}", flush=True)
+    # The same with a target that never spools and one that always does: the default
+    # ("on-retry") streams these first attempts straight into `btrfs receive`.
+    ours_by_resumable = {}
+    for resumable in ("false", "true"):
+        text = config_text.replace(f"path = {str(dst / 'one')!r}\n",
+                                   f"path = {str(dst / 'one')!r}\nresumable = {resumable}\n")
+        assert text != config_text
+        ours_by_resumable[resumable] = engine_cycles(text, ["one"], args.cycles + 1, full=True, before=change)[1:]
+        print(f"  engine, resumable = {resumable}: {[round(t, 2) for t in ours_by_resumable[resumable]]}",
+              flush=True)
     copies = len([p for p in (dst / "one").iterdir() if "@" in p.name])
-    expected = 1 + 3 * args.cycles + 2
+    expected = 1 + args.cycles + 3 * (args.cycles + 1)
     if copies != expected:
         print(f"  note: {copies} copies on the target, expected {expected}")
     base = median(btrbk_run) if btrbk_run else float("nan")
     for label, times in (("`replicator run --once` (new process)", ours_cli),
-                         ("engine: snapshot, replicate, prune (daemon)", ours_engine),
-                         ("engine, target resumable = false (no spool)", ours_direct),
+                         ("engine: snapshot, replicate, prune (daemon), default target (not spooled)",
+                          ours_engine),
+                         ("engine, target resumable = false (no spool)", ours_by_resumable["false"]),
+                         ("engine, target resumable = true (spooled)", ours_by_resumable["true"]),
                          ("btrbk run", btrbk_run)):
         if times:
             rows.append(["btrfs, 16 MB change on 1 subvolume", label, spread(times, "{:.2f}"),

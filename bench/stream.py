@@ -81,10 +81,11 @@ class Case:
     """One filesystem kind: how to reset the target and run each path once."""
 
     def __init__(self, name: str, stream_bytes: int, reset, raw_cmd: str, config_text: str,
-                 config_path: Path, meter: CpuMeter, direct_text: str | None = None) -> None:
+                 config_path: Path, meter: CpuMeter, variants: dict[str, str] | None = None) -> None:
         self.name, self.stream_bytes, self.reset = name, stream_bytes, reset
         self.raw_cmd, self.config_text, self.config_path, self.meter = raw_cmd, config_text, config_path, meter
-        self.direct_text = direct_text  # btrfs: the target with resumable = false
+        # btrfs: path -> the config with the target's `resumable` set ("direct": false, "spooled": true)
+        self.variants = variants or {}
         self.samples: dict[str, list[Sample]] = {}
 
     transfer_only: tuple | None = None
@@ -92,7 +93,7 @@ class Case:
     def paths(self, cli: bool) -> list[str]:
         if self.transfer_only:
             return ["raw", "transfer"]
-        return ["raw", "engine"] + (["direct"] if self.direct_text else []) + (["cli"] if cli else [])
+        return ["raw", "engine", *self.variants] + (["cli"] if cli else [])
 
     def once(self, path: str) -> None:
         self.reset()
@@ -105,9 +106,9 @@ class Case:
             def action():
                 sender, send, receiver, receive = self.transfer_only
                 return trio.run(transfer, sender, send, receiver, receive, Progress("bench"))
-        elif path in ("engine", "direct"):
+        elif path == "engine" or path in self.variants:
             def action():
-                moved = run_engine(self.config_text if path == "engine" else self.direct_text)
+                moved = run_engine(self.variants.get(path, self.config_text))
                 if moved != self.stream_bytes:
                     print(f"  note: engine moved {moved} bytes, the raw stream has {self.stream_bytes}")
         else:
@@ -124,8 +125,10 @@ class Case:
         raw_rate = median([s.bytes / s.seconds / MB for s in raw])
         raw_cpu = median([s.cpu / (s.bytes / GIB) for s in raw])
         labels = {"raw": "`cat \\| ssh -c aes128-gcm cat >/dev/null` (baseline)" if self.transfer_only else "`send \\| ssh -c aes128-gcm receive` (baseline)",
-                  "engine": "replicator engine in a running process (daemon), default target",
+                  "engine": "replicator engine in a running process (daemon), default target"
+                            + (" (`resumable = \"on-retry\"`: a first attempt is not spooled)" if self.variants else ""),
                   "direct": "replicator engine, target `resumable = false`",
+                  "spooled": "replicator engine, target `resumable = true` (every stream spooled)",
                   "transfer": "`stream.transfer()`: cat -> relay -> ssh -> /dev/null",
                   "cli": "`replicator replicate` (new process each time), default target"}
         rows = []
@@ -166,9 +169,9 @@ def btrfs_case(stack: ExitStack, work: Path, server, size: int) -> Case:
                      f"[[job.target]]\nhost = \"bench\"\npath = {str(dst / 'backup')!r}\n")
     config_path = work / "btrfs.toml"
     config_path.write_text(config_text)
-    direct_text = config_text + "resumable = false\n"
+    variants = {"direct": config_text + "resumable = false\n", "spooled": config_text + "resumable = true\n"}
     meter = CpuMeter(daemons=[server.pid], settle_for=[server.pid])
-    return Case("btrfs", stream_bytes, reset, raw_cmd, config_text, config_path, meter, direct_text)
+    return Case("btrfs", stream_bytes, reset, raw_cmd, config_text, config_path, meter, variants)
 
 
 class _SshEnd:

@@ -6,13 +6,14 @@ The options themselves (types and defaults) are the dataclasses of `config_model
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import tomllib
 from typing import Any, Mapping
 
 from replicator.core import names
 from replicator.core.config_model import (_NAME, WEEKDAYS, BtrfsSource, Config, Daemon, Host, Job,
-                                          Retention, Schedule, Source, Target, ZfsSource)
+                                          Resumable, Retention, Schedule, Source, Target, ZfsSource)
 from replicator.core.errors import ConfigError
 from replicator.core.retention import Policy, RetentionSyntaxError, parse_preserve, parse_preserve_min
 from replicator.core.schedule import Rule, ScheduleSyntaxError, parse_cron, parse_interval
@@ -36,6 +37,10 @@ def config_from_dict(data: Mapping[str, Any], origin: str = "config") -> Config:
     if reader.problems:
         raise ConfigError(reader.problems, origin=origin)
     return config
+
+
+# `resumable` as the config spells it -> the model's value.
+_RESUMABLE_SPELLED: Mapping[bool | str, Resumable] = {True: "always", "on-retry": "on-retry", False: "never"}
 
 
 class _Reader:
@@ -265,7 +270,7 @@ class _Reader:
     def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
         t = self.table(path, value, {"name", "path", "host", "retention", "rate_limit", "stall_timeout",
                                      "rollback_diverged", "resumable"})
-        resumable = self.get(path, t, "resumable", bool, True)
+        resumable = self.resumable(path, t)
         stall = self.interval(path, t, "stall_timeout", "10m")
         rollback = self.get(path, t, "rollback_diverged", bool, False)
         limit_text = self.get(path, t, "rate_limit", str, None)
@@ -296,7 +301,17 @@ class _Reader:
             self.problem(f"{path}.name", f"{name!r}: target names use 1-64 letters, digits, '_', '.' and '-'")
         return Target(name=name or "", path=target_path, host=host, retention=self.retention(path, t),
                       rate_limit=limit, stall_timeout=float(stall or 600), rollback_diverged=bool(rollback),
-                      resumable=resumable is not False)
+                      resumable=resumable)
+
+    def resumable(self, path: str, table: Mapping[str, Any]) -> Resumable:
+        """A target's `resumable`: true, "on-retry" or false (when btrfs streams are spooled)."""
+        value = table.get("resumable", "on-retry")
+        if isinstance(value, (bool, str)) and value in _RESUMABLE_SPELLED:
+            return _RESUMABLE_SPELLED[value]
+        self.problem(f"{path}.resumable", f"{json.dumps(value, default=str)} is not a choice: write true "
+                                          "(always spool btrfs streams), \"on-retry\" (the default: spool a "
+                                          "transfer's retries) or false (never spool)")
+        return "on-retry"
 
     def retention(self, parent: str, table: Mapping[str, Any]) -> Retention:
         path = f"{parent}.retention"

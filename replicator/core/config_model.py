@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal, Mapping, get_args
 
 from replicator.core.retention import Policy
 from replicator.core.schedule import Rule
@@ -58,6 +58,13 @@ class BtrfsSource:
 
 Source = ZfsSource | BtrfsSource
 
+# When a btrfs target stages a stream in a spool file before `btrfs receive -f`: a spool lets an
+# interrupted transfer resume, but the target writes the data twice. "on-retry" streams the first
+# attempt straight into `btrfs receive` and spools only a transfer that failed before.
+# In the config: true = "always", "on-retry", false = "never".
+Resumable = Literal["always", "on-retry", "never"]
+RESUMABLE: tuple[Resumable, ...] = get_args(Resumable)
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -68,7 +75,7 @@ class Target:
     rate_limit: int | None = None    # bytes per second
     stall_timeout: float = 600.0     # stop a stream that moves no byte for this long
     rollback_diverged: bool = False  # allowed to destroy target snapshots the source lacks
-    resumable: bool = True           # btrfs: stage streams in a spool on the target to resume them
+    resumable: Resumable = "on-retry"  # btrfs: when to stage streams in a spool on the target
 
     @property
     def where(self) -> str:

@@ -33,6 +33,7 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
     if target_entries is None and not dry_run:
         await remote.ensure_directory(target.path)
     results = []
+    interrupted: set[str] | None = None  # read from the log once, and only if something is to be sent
     for subvolume_path in source.subvolumes:
         subvolume = names.basename(subvolume_path)
         result = TargetResult(job.name, target.name, subvolume_path, where(target, target.path), "up_to_date")
@@ -47,7 +48,9 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
                                   message="rollback_diverged: the source does not have them"):
                 await remote.delete(doomed)
         if isinstance(decision, Plan) and decision.steps and not dry_run:
-            blocking = await _clear_interrupted(ctx, job, target, remote, subvolume, decision,
+            if interrupted is None:
+                interrupted = _interrupted_sends(ctx, job, target)
+            blocking = await _clear_interrupted(ctx, job, target, remote, subvolume, decision, interrupted,
                                                 btrfs_adapter.unfinished(target_entries or {}, subvolume))
             if blocking:
                 result.status = "failed"
@@ -60,37 +63,55 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
         async def send_one(step: Step, subvolume: str = subvolume) -> int:
             label = f"{job.name}/{target.name} {subvolume}"
             send = btrfs_adapter.send_argv(source.snapshot_dir, subvolume, step)
-            if not target.resumable:
-                return await stream(ctx, label, target, src, send, runner,
-                                    btrfs_adapter.receive_argv(target.path))
             assert step.snapshot is not None
-            spool = Spool(runner, target.path, names.btrfs_entry(subvolume, step.snapshot.name),
-                          step.base.name if step.base else None)
-            return await spooled(ctx, label, target, src, send, spool)
+            entry = names.btrfs_entry(subvolume, step.snapshot.name)
+            spool = Spool(runner, target.path, entry, step.base.name if step.base else None)
+            if await _spool_this_attempt(target, entry, spool, interrupted or set()):
+                return await spooled(ctx, label, target, src, send, spool)
+            return await stream(ctx, label, target, src, send, runner, btrfs_adapter.receive_argv(target.path))
 
         await carry_out(ctx, result, decision, dry_run, send_one)
     return results
 
 
-async def _clear_interrupted(ctx: Context, job: Job, target: Target, remote: Btrfs, subvolume: str,
-                             decision: Plan, unfinished: list[str]) -> list[str]:
-    """Delete what an interrupted `btrfs receive` of ours left where this plan will receive;
-    returns the entries in the way that are not provably ours (those are kept).
+async def _spool_this_attempt(target: Target, entry: str, spool: Spool, interrupted: set[str]) -> bool:
+    """Whether this transfer of `entry` stages its stream in the spool (`resumable`).
 
-    Two witnesses must agree: the filesystem (a subvolume without received_uuid) and the
-    transaction log (our send of that very snapshot to this target did not succeed)."""
-    planned = {names.btrfs_entry(subvolume, step.snapshot.name) for step in decision.steps if step.snapshot}
-    in_the_way = [entry for entry in unfinished if entry in planned]
-    if not in_the_way:
-        return []
-    records = [r for r in ctx.txlog.read(job=job.name) if r.get("type") == "send" and r.get("target") == target.name]
+    "on-retry" streams a first attempt straight into `btrfs receive` (the target writes the data
+    once) and spools a transfer that failed before, or whose spool an earlier attempt began, so
+    that from the second attempt on an interruption loses nothing."""
+    if target.resumable != "on-retry":
+        return target.resumable == "always"
+    if entry in interrupted:
+        log.info("spooling the retry of an interrupted transfer", target=target.name, entry=entry)
+        return True
+    return await spool.size() > 0
+
+
+def _interrupted_sends(ctx: Context, job: Job, target: Target) -> set[str]:
+    """The entries (SUBVOLUME@SNAPSHOT) whose send by this job to this target failed or was cut
+    off, by the transaction log, with no success since."""
     interrupted = set()
-    for r in records:
-        entry = names.btrfs_entry(subvolume, r.get("snapshot") or "")
+    for r in ctx.txlog.read(job=job.name):
+        if r.get("type") != "send" or r.get("target") != target.name:
+            continue
+        entry = names.btrfs_entry(names.basename(r.get("source") or ""), r.get("snapshot") or "")
         if r.get("status") in ("failed", "incomplete"):
             interrupted.add(entry)
         elif r.get("status") == "success":
             interrupted.discard(entry)
+    return interrupted
+
+
+async def _clear_interrupted(ctx: Context, job: Job, target: Target, remote: Btrfs, subvolume: str,
+                             decision: Plan, interrupted: set[str], unfinished: list[str]) -> list[str]:
+    """Delete what an interrupted `btrfs receive` of ours left where this plan will receive;
+    returns the entries in the way that are not provably ours (those are kept).
+
+    Two witnesses must agree: the filesystem (a subvolume without received_uuid) and the
+    transaction log (`interrupted`: our send of that very snapshot to this target did not succeed)."""
+    planned = {names.btrfs_entry(subvolume, step.snapshot.name) for step in decision.steps if step.snapshot}
+    in_the_way = [entry for entry in unfinished if entry in planned]
     ours = [entry for entry in in_the_way if entry in interrupted]
     if ours:
         with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path, snapshots=ours,
@@ -113,7 +134,8 @@ async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: l
     avail = await spool.prepare()
     if avail is not None and avail < MIN_FREE:
         raise CommandError(f"{target.where} has only {avail >> 20} MiB free for the spool of {label}",
-                           hint="free space on the target filesystem, or set resumable = false")
+                           hint="free space on the target filesystem, or set resumable = false on this "
+                                "target: it then never spools, and an interrupted transfer starts over")
     have = await spool.size()
     sender_runner, sender = src, send
     if have:

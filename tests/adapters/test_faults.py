@@ -96,7 +96,8 @@ def stream_size(snapshot) -> int:
 
 @pytest.mark.parametrize("victim", ["sender", "spool writer", "replicator"])
 def test_kill_9_mid_stream_resumes_without_resending(victim, make_btrfs, tmp_path):
-    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=96 << 20, target_extra='rate_limit = "24M"\n')
+    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=96 << 20,
+                                   target_extra='resumable = true\nrate_limit = "24M"\n')
     assert cli(config, "snapshot").code == 0
     pattern = {"sender": f"btrfs send .*{src}", "spool writer": f"dd of={dst}",
                "replicator": f"replicator replicate --config {config}"}[victim]
@@ -121,7 +122,7 @@ def test_kill_9_mid_stream_resumes_without_resending(victim, make_btrfs, tmp_pat
 
 
 def test_a_complete_spool_is_received_without_sending_it_again(make_btrfs, tmp_path):
-    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=16 << 20)
+    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=16 << 20, target_extra="resumable = true\n")
     assert cli(config, "snapshot").code == 0
     crashed = cli(config, "replicate", env={"REPLICATOR_CRASH_AT": "after-spool"})
     assert crashed.code == -9
@@ -147,8 +148,45 @@ def test_an_interrupted_btrfs_receive_is_cleaned_up_and_redone(make_btrfs, tmp_p
     assert [r["message"] for r in destroyed] == ["partial subvolume left by an interrupted receive"]
 
 
-def test_a_full_target_fails_clearly_and_succeeds_once_space_is_freed(make_btrfs, tmp_path):
-    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=48 << 20, target_size=320)
+def test_a_default_target_streams_a_first_transfer_straight_into_btrfs_receive(make_btrfs, tmp_path):
+    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=16 << 20)
+    assert cli(config, "snapshot").code == 0
+    # Only a spooled transfer reaches this crash point; a direct one never gets there.
+    done = cli(config, "replicate", env={"REPLICATOR_CRASH_AT": "after-spool"})
+    assert done.code == 0, done.out + done.err
+    [copy] = received(dst)
+    assert tree_digest(copy) == tree_digest(src / "data")
+    assert not (dst / "backup" / ".replicator-spool").exists()
+
+
+def test_a_default_target_spools_the_retry_of_an_interrupted_transfer(make_btrfs, tmp_path):
+    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=64 << 20, target_extra='rate_limit = "24M"\n')
+    assert cli(config, "snapshot").code == 0
+    code, out, err = kill_when_streaming(config, f"btrfs receive --chroot -- {dst}")
+    assert code != 0
+    assert received(dst), "a partial subvolume stays"
+    assert not (dst / "backup" / ".replicator-spool").exists(), "the first attempt was not spooled"
+
+    retried = cli(config, "replicate", "-v", env={"REPLICATOR_CRASH_AT": "after-spool"})
+    assert retried.code == -9, retried.out + retried.err
+    assert "spooling the retry of an interrupted transfer" in retried.err
+    assert received(dst) == [], "the partial subvolume was cleaned up"
+    [spool] = (dst / "backup" / ".replicator-spool").iterdir()
+    [snapshot] = (src / ".snapshots").iterdir()
+    assert spool.stat().st_size == stream_size(snapshot), "the retry spooled the whole stream"
+
+    again = cli(config, "replicate", "--json")
+    assert again.code == 0, again.out + again.err
+    assert again.json[0]["transfers"][0]["bytes"] == 0, "the spool was complete: nothing to resend"
+    [copy] = received(dst)
+    assert tree_digest(copy) == tree_digest(src / "data")
+    assert not (dst / "backup" / ".replicator-spool").exists(), "the spool is reclaimed"
+
+
+@pytest.mark.parametrize("resumable", ["true", '"on-retry"'], ids=["spooled", "on-retry"])
+def test_a_full_target_fails_clearly_and_succeeds_once_space_is_freed(resumable, make_btrfs, tmp_path):
+    src, dst, config = btrfs_world(make_btrfs, tmp_path, size=48 << 20, target_size=320,
+                                   target_extra=f"resumable = {resumable}\n")
     filler = dst / "filler.bin"
     with open(filler, "wb") as f:
         try:
@@ -176,8 +214,7 @@ def test_two_replications_of_one_target_at_once(make_btrfs, tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "replicator", "replicate", "--config", str(config)],
                              stdout=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 20
-    while subprocess.run(["pgrep", "-f", f"dd of={dst}"], capture_output=True).returncode and \
-            time.monotonic() < deadline:
+    while not pids(f"btrfs receive --chroot -- {dst}") and time.monotonic() < deadline:
         time.sleep(0.05)
     second = cli(config, "replicate")
     assert second.code == 3 and "busy" in second.out

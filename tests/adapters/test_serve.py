@@ -463,7 +463,7 @@ def test_probe_tells_an_endpoint_from_a_full_shell(site, tmp_path):
 # Our replication through the endpoint: push, full then incremental, on both filesystems.
 
 @pytest.mark.ssh
-@pytest.mark.parametrize("resumable", [True, False], ids=["spooled", "streamed"])
+@pytest.mark.parametrize("resumable", ["true", "false", '"on-retry"'], ids=["spooled", "streamed", "on-retry"])
 def test_push_btrfs_through_the_endpoint(make_btrfs, endpoint_sshd, tmp_path, resumable):
     src, dst = make_btrfs(), make_btrfs()
     root = dst / "backup" / "host A"
@@ -474,7 +474,7 @@ def test_push_btrfs_through_the_endpoint(make_btrfs, endpoint_sshd, tmp_path, re
     config = tmp_path / "config.toml"
     config.write_text(host_table("backup", endpoint_sshd) + btrfs_job(
         "home", [data], src / ".snapshots",
-        [target_table(str(root), host="backup") + f"resumable = {json.dumps(resumable)}\n"]))
+        [target_table(str(root), host="backup") + f"resumable = {resumable}\n"]))
 
     first = cli(config, "run", "--once", "--json")
     assert first.code == 0, first.out + first.err

@@ -1,6 +1,7 @@
 import pytest
 
 from replicator.core.config import BtrfsSource, ZfsSource, parse_config
+from replicator.core.config_model import RESUMABLE
 from replicator.core.errors import ConfigError
 
 GOOD = """
@@ -83,6 +84,30 @@ def test_unknown_host_names_the_hosts_that_exist():
 def test_bad_values_are_refused_where_they_are(change, where):
     found = problems(GOOD.replace(*change))
     assert any(p.startswith(where + ":") for p in found), found
+
+
+def with_resumable(line: str) -> str:
+    return GOOD.replace('path = "/mnt/backup/hostA/"', f'path = "/mnt/backup/hostA/"\n{line}')
+
+
+def test_a_target_spools_btrfs_streams_on_retry_by_default():
+    assert parse_config(GOOD).jobs[1].targets[0].resumable == "on-retry"
+
+
+def test_resumable_is_true_on_retry_or_false():
+    lines = ("resumable = true", 'resumable = "on-retry"', "resumable = false")
+    read = {line: parse_config(with_resumable(line)).jobs[1].targets[0].resumable for line in lines}
+    assert read == {"resumable = true": "always", 'resumable = "on-retry"': "on-retry",
+                    "resumable = false": "never"}
+    assert sorted(read.values()) == sorted(RESUMABLE)
+
+
+@pytest.mark.parametrize("line", ['resumable = "sometimes"', 'resumable = "always"', "resumable = 1"])
+def test_another_resumable_value_lists_the_choices(line):
+    value = line.partition(" = ")[2]
+    assert problems(with_resumable(line)) == [
+        f"job[1].target[0].resumable: {value} is not a choice: write true (always spool btrfs streams), "
+        '"on-retry" (the default: spool a transfer\'s retries) or false (never spool)']
 
 
 def test_no_jobs_is_an_error_with_advice():

@@ -72,11 +72,13 @@ def wait_for(predicate, timeout=60.0, what="condition"):
 
 
 def config_text(src: Path, dst: Path, state: Path, *, rate_limit: str | None = None, every: str = "1h",
-                name: str = "home") -> str:
+                name: str = "home", resumable: str | None = None) -> str:
     data = src / "data"
     target = target_table(str(dst / "backup"))
     if rate_limit:
         target += f'rate_limit = "{rate_limit}"\n'
+    if resumable:
+        target += f"resumable = {resumable}\n"
     return (f'[daemon]\nsocket = "{state / "ctl.sock"}"\nretry_initial = "5s"\n'
             + btrfs_job(name, [data], src / ".snapshots", [target])
             + f'[job.schedule]\nevery = "{every}"\n')
@@ -133,11 +135,11 @@ def test_daemon_replicates_on_schedule_reports_status_and_reloads(pools, tmp_pat
     assert code == 0, daemon.log()
 
 
-def slow_transfer_daemon(src: Path, dst: Path, tmp_path: Path) -> tuple[Path, Daemon]:
+def slow_transfer_daemon(src: Path, dst: Path, tmp_path: Path, resumable: str | None = None) -> tuple[Path, Daemon]:
     """A daemon whose first transfer (24 MiB at 4 MiB/s) is still running when tests look."""
     (src / "data" / "big.bin").write_bytes(os.urandom(24 << 20))
     config = tmp_path / "config.toml"
-    config.write_text(config_text(src, dst, tmp_path / "state", rate_limit="4M"))
+    config.write_text(config_text(src, dst, tmp_path / "state", rate_limit="4M", resumable=resumable))
     return config, Daemon(config)
 
 
@@ -176,7 +178,7 @@ def test_second_daemon_names_the_first_and_sigterm_stops_a_transfer_cleanly(pool
 
 def test_a_daemon_killed_mid_stream_leaves_a_resumable_spool(pools, tmp_path):
     src, dst = pools
-    config, daemon = slow_transfer_daemon(src, dst, tmp_path)
+    config, daemon = slow_transfer_daemon(src, dst, tmp_path, resumable="true")
     try:
         daemon.messages_until("READY=1")
         wait_for(lambda: status(config)["jobs"][0]["targets"][0]["transfer"], what="a transfer under way")
