@@ -20,6 +20,7 @@ import structlog
 import trio
 from trio_asyncio import aio_as_trio
 
+from replicator.adapters.shell import ShellLost, ShellPool
 from replicator.core.config import Host
 from replicator.core.errors import CommandError, HostError
 
@@ -94,22 +95,28 @@ class LocalRunner:
 
 
 class SshRunner:
-    """Commands on a remote host through one asyncssh connection, opened by `SshHosts`."""
+    """Commands on a remote host through one asyncssh connection, opened by `SshHosts`: in the
+    connection's kept shells once they are enabled (see `shell.py`), else one session each."""
 
     def __init__(self, host: Host, connection: asyncssh.SSHClientConnection,
-                 sessions: trio.CapacityLimiter | None = None) -> None:
+                 sessions: trio.CapacityLimiter | None = None, shells: ShellPool | None = None) -> None:
         self.host = host
         self.where = f"host {host.name} ({host.user}@{host.address}:{host.port})"
         self._connection = connection
         self._sessions = sessions or trio.CapacityLimiter(MAX_SESSIONS)
+        self._shells = shells
 
     async def run(self, argv: Sequence[str]) -> Completed:
         command = shlex.join(argv)
         log.debug("run", where=self.where, argv=list(argv))
         try:
             async with self._sessions:
-                done = await aio_as_trio(self._connection.run)(command, check=False)
-        except (asyncssh.Error, OSError) as e:
+                kept = await self._shells.run(command) if self._shells else None
+                if kept is not None:
+                    status, stdout, stderr = kept
+                    return Completed(tuple(argv), status, _text(stdout), _text(stderr), self.where)
+                done = await aio_as_trio(self._connection.run)(command, check=False, stdin=asyncssh.DEVNULL)
+        except (asyncssh.Error, OSError, ShellLost) as e:
             raise HostError(f"lost the ssh connection to {self.where} while running {command}: {e}",
                             hint="check the network and the host, then run again") from None
         status = done.exit_status if done.exit_status is not None else -1
@@ -147,6 +154,8 @@ class SshHosts:
         self._hosts = hosts
         self._connections: dict[str, asyncssh.SSHClientConnection] = {}
         self._sessions: dict[str, trio.CapacityLimiter] = {}
+        self._shells: dict[str, ShellPool] = {}
+        self._shell_hosts: set[str] = set()   # known to give a full shell (not a serve endpoint)
         self._failures: dict[str, HostError] = {}
         self._lock = trio.Lock()
 
@@ -162,8 +171,16 @@ class SshHosts:
                 except HostError as e:
                     self._failures[name] = e
                     raise
+                self._shells[name] = ShellPool(self._connections[name], host.name, host.connect_timeout,
+                                               enabled=name in self._shell_hosts)
             sessions = self._sessions.setdefault(name, trio.CapacityLimiter(MAX_SESSIONS))
-        return SshRunner(host, self._connections[name], sessions)
+        return SshRunner(host, self._connections[name], sessions, self._shells[name])
+
+    def enable_shells(self, name: str) -> None:
+        """Host `name` gives a full shell: from now on its commands run in kept shells."""
+        self._shell_hosts.add(name)
+        if name in self._shells:
+            self._shells[name].enable()
 
     async def new_cycle(self, hosts: dict[str, Host] | None = None) -> None:
         """Forget this cycle's failures and closed connections (a daemon keeps the rest); with
@@ -171,15 +188,20 @@ class SshHosts:
         async with self._lock:
             self._failures.clear()
             if hosts is not None:
-                changed = [n for n in self._connections if hosts.get(n) != self._hosts.get(n)]
+                changed = [n for n in self._hosts if hosts.get(n) != self._hosts.get(n)]
+                self._shell_hosts.difference_update(changed)
                 self._hosts = hosts
             else:
                 changed = []
             for name in list(self._connections):
                 if name in changed or self._connections[name].is_closed():
+                    self._shells.pop(name).close()
                     self._connections.pop(name).close()
 
     async def aclose(self) -> None:
+        for shells in self._shells.values():
+            shells.close()
+        self._shells.clear()
         for connection in self._connections.values():
             connection.close()
             await aio_as_trio(connection.wait_closed)()

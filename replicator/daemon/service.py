@@ -157,6 +157,7 @@ class Daemon:
             return
         assert self.ctx is not None
         await self.ctx.hosts.new_cycle(dict(new.hosts))
+        self.ctx.endpoints.clear()   # a host may have become (or stopped being) a serve endpoint
         self.ctx.config = new
         self.config = new
         wanted = {job.name: job for job in new.jobs}

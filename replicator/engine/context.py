@@ -31,8 +31,7 @@ class Context:
     async def endpoint(self, host: str | None) -> EndpointInfo | None:
         if host is None:
             return None
-        if host not in self.endpoints:
-            self.endpoints[host] = await probe(await self.runner(host))
+        await self.runner(host)
         return self.endpoints[host]
 
     async def source_runner(self, job: Job) -> Runner:
@@ -80,7 +79,13 @@ class Context:
         """The runner for a target's host (None: this host). Raises HostError."""
         if host is None:
             return self.local
-        return await self.hosts.runner(host)
+        runner = await self.hosts.runner(host)
+        if host not in self.endpoints:
+            self.endpoints[host] = await probe(runner)
+            # Kept shells only where the host has one: an endpoint would refuse `exec sh`.
+            if self.endpoints[host] is None:
+                self.hosts.enable_shells(host)
+        return runner
 
 
 @asynccontextmanager
