@@ -109,7 +109,14 @@ class Zfs:
     async def bookmark(self, dataset: str, snapshot: str) -> None:
         """Bookmark a snapshot under its own name, so that it can stay a base if it goes."""
         done = await self.runner.run(["zfs", "bookmark", f"{dataset}@{snapshot}", f"{dataset}#{snapshot}"])
-        if done.status != 0 and "already exists" not in done.stderr:
+        if done.status == 0:
+            return
+        # Made before, for another target or an earlier copy: fine if it marks this very snapshot.
+        # (The error's wording changed across OpenZFS versions; the guids do not lie.)
+        same = await self.runner.run(["zfs", "get", "-H", "-p", "-o", "value", "guid",
+                                      f"{dataset}#{snapshot}", f"{dataset}@{snapshot}"])
+        guids = same.stdout.split()
+        if not (same.status == 0 and len(guids) == 2 and guids[0] == guids[1]):
             done.check()
 
     async def destroy_bookmark(self, dataset: str, bookmark: str) -> None:

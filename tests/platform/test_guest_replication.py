@@ -97,3 +97,27 @@ def test_a_job_with_datasets_in_two_pools_takes_its_snapshots(guest_replicator, 
     result = guest_replicator.cli(config, "snapshot")
     assert result.code == 0, result.out + result.err
     assert all(on_guest.snapshots(guest, ds) for ds in datasets)
+
+
+def test_two_targets_share_the_bookmark_of_their_base(guest_replicator, guest_datasets):
+    """Each target's incremental bookmarks its base; the second finds the bookmark made and
+    goes on, also after its copy was destroyed and sent again in full."""
+    guest = guest_replicator.guest
+    tank, backup = guest_datasets
+    dataset = f"{tank}/home"
+    guest.run("zfs", "create", dataset)
+    targets = [target_table(f"{backup}/{name}", host="self", name=name) for name in ("one", "two")]
+    config = guest_replicator.self_host + zfs_job("guest", [dataset], targets)
+    for generation in (1, 2):
+        on_guest.write_files(guest, on_guest.mountpoint(guest, dataset), generation)
+        done = guest_replicator.cli(config, "run", "--once", "--json")
+        assert done.code == 0, done.out + done.err
+    _, base = on_guest.snapshots(guest, dataset)
+    assert guest.run("zfs", "list", "-H", "-o", "name", "-t", "bookmark", dataset).split() == [f"{dataset}#{base}"]
+
+    guest.run("zfs", "destroy", "-r", f"{backup}/two")
+    on_guest.write_files(guest, on_guest.mountpoint(guest, dataset), 3)
+    again = guest_replicator.cli(config, "run", "--once", "--json")
+    assert again.code == 0, again.out + again.err
+    copy = f"{backup}/two/{dataset}"
+    assert on_guest.snapshots(guest, copy) == on_guest.snapshots(guest, dataset)
