@@ -2,7 +2,8 @@
 
 The control plane (listing, snapshotting, setting properties) runs through `Runner.run`. Stream
 bytes never pass through Python here: `Runner.stream_argv` gives the argv of a local process that
-runs a command on the host with its stdin/stdout connected, which `stream.py` wires into pipes.
+runs a command on the host with its stdin/stdout connected, which `stream.py` wires into pipes
+(`Runner.decompressing_argv` the same with `zstd -dcq` in front, for compressed streams).
 An argv is always a list; where it must cross ssh as one string it is quoted with `shlex.join`.
 """
 
@@ -21,6 +22,7 @@ import trio
 from trio_asyncio import aio_as_trio
 
 from replicator.adapters.shell import ShellLost, ShellPool
+from replicator.core.compress import DECOMPRESS_PREFIX
 from replicator.core.config import Host
 from replicator.core.errors import CommandError, HostError
 
@@ -76,6 +78,11 @@ class Runner(Protocol):
         """A local argv that runs `argv` on this runner's host, stdin and stdout connected."""
         ...
 
+    def decompressing_argv(self, argv: Sequence[str]) -> list[str]:
+        """Like `stream_argv`, for a zstd stream: the host runs `zstd -dcq | ARGV`, whose exit
+        status is ARGV's (a zstd that dies leaves ARGV a short stream, which fails a receive)."""
+        ...
+
 
 class LocalRunner:
     where = "localhost"
@@ -92,6 +99,10 @@ class LocalRunner:
 
     def stream_argv(self, argv: Sequence[str]) -> list[str]:
         return list(argv)
+
+    def decompressing_argv(self, argv: Sequence[str]) -> list[str]:
+        # The config sends no compressed stream to this host; this serves tests and tools.
+        return ["sh", "-c", DECOMPRESS_PREFIX + shlex.join(argv)]
 
 
 class SshRunner:
@@ -124,6 +135,10 @@ class SshRunner:
 
     def stream_argv(self, argv: Sequence[str]) -> list[str]:
         return ssh_client_argv(self.host) + [shlex.join(argv)]
+
+    def decompressing_argv(self, argv: Sequence[str]) -> list[str]:
+        # Exactly this prefix, then argv quoted: what `replicator serve` accepts (and a shell runs).
+        return ssh_client_argv(self.host) + [DECOMPRESS_PREFIX + shlex.join(argv)]
 
 
 def ssh_client_argv(host: Host) -> list[str]:

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         while os.splice(source, sink, CHUNK):
             pass
     except BrokenPipeError:
+        # Whoever reads our output stopped first; say so, so that the transfer names them.
+        print("replicator-skip: Broken pipe", file=sys.stderr)
         child.kill()
     return child.wait()
 

@@ -3,6 +3,8 @@
 The send process writes into a pipe; a thread moves the bytes into the receive process's pipe
 with `os.splice` (kernel to kernel) and counts them for progress. Either end may be a local
 command or the OpenSSH client running the command on a remote host (`Runner.stream_argv`).
+A compressed transfer puts a local `zstd` between the sender and the relay and `zstd -dcq` in
+front of the receive command; the processes are wired and reaped by `pipeline.py`.
 
 Why a relay rather than one pipe from sender to receiver: the count is what progress, the rate
 limit and the stall watchdog read, and only the process that moves the bytes knows it exactly.
@@ -15,10 +17,8 @@ Bigger pipes and chunks (4-16 MiB) and SPLICE_F_MOVE|SPLICE_F_MORE measured no b
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
-import signal
-import subprocess
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -26,13 +26,16 @@ from typing import Sequence
 import structlog
 import trio
 
-from replicator.adapters.runner import C_LOCALE, Runner, command_failed
-from replicator.core.errors import CommandError, HostError
+from replicator.adapters.pipeline import Stage, raise_first_failure, reap, start
+from replicator.adapters.runner import Runner
+from replicator.core.compress import compress_argv, spelled
+from replicator.core.errors import CommandError
 
 log = structlog.get_logger()
 
-PIPE_SIZE = 1 << 20
 SPLICE_CHUNK = 1 << 20
+# How a shell, or `replicator serve`, says that the receiving host has no zstd.
+_NO_ZSTD = re.compile(r"zstd: (command )?not found")
 
 
 @dataclass(eq=False)
@@ -40,6 +43,9 @@ class Progress:
     """Bytes moved so far by one transfer; read by status and progress displays."""
 
     label: str
+    # The stream's size for an ETA, in the unit of `bytes`. A compressed transfer counts the bytes
+    # on the wire, whose total nobody knows before the end, so it gets none: an uncompressed size
+    # would make the ETA wrong by the compression ratio, and no guess at the ratio is better.
     expected: int | None = None
     limit: int | None = None  # bytes per second, None: as fast as the pipes go
     bytes: int = 0
@@ -49,14 +55,6 @@ class Progress:
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.bytes / elapsed if elapsed > 0 else 0.0
-
-
-def _enlarge(fd: int) -> None:
-    # Bigger pipes mean fewer wake-ups per GiB; an unprivileged limit is not an error.
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass
 
 
 def _relay(source: int, sink: int, progress: Progress) -> None:
@@ -93,74 +91,48 @@ async def _drain(stream: trio.abc.ReceiveStream | None, into: list[bytes]) -> No
 
 
 async def transfer(sender: Runner, send_argv: Sequence[str], receiver: Runner,
-                   receive_argv: Sequence[str], progress: Progress) -> int:
+                   receive_argv: Sequence[str], progress: Progress, *, compress: int | None = None) -> int:
     """Run `send_argv` on sender piped into `receive_argv` on receiver; return bytes moved.
 
-    Raises CommandError (or HostError for the ssh transport) naming the side that failed, the
-    receiver first since a failed receive also breaks the sender's pipe. When cancelled, both
-    processes are killed, which also ends the relay thread.
+    With `compress` (a zstd level) a local zstd compresses between the sender and the relay and
+    the receiver's host decompresses in front of `receive_argv`: the bytes moved, counted and
+    rate-limited are those on the wire. Raises CommandError (or HostError for the ssh transport)
+    naming the process whose failure explains the others. When cancelled, every process is
+    killed, which also ends the relay thread.
     """
-    send_read, send_write = os.pipe()
-    recv_read, recv_write = os.pipe()
-    for fd in (send_read, recv_write):
-        _enlarge(fd)
-    send_cmd = sender.stream_argv(send_argv)
-    recv_cmd = receiver.stream_argv(receive_argv)
-    procs: list[trio.Process] = []
-    try:
-        procs.append(await trio.lowlevel.open_process(
-            send_cmd, stdin=subprocess.DEVNULL, stdout=send_write, stderr=subprocess.PIPE, env=C_LOCALE))
-        procs.append(await trio.lowlevel.open_process(
-            recv_cmd, stdin=recv_read, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=C_LOCALE))
-    except FileNotFoundError as e:
-        for fd in (send_read, send_write, recv_read, recv_write):
-            os.close(fd)
-        for p in procs:
-            p.kill()
-        raise command_failed([e.filename or "?"], 127, f"{e.filename}: command not found", "localhost") from None
-    os.close(send_write)
-    os.close(recv_read)
-    send_proc, recv_proc = procs
-    send_err: list[bytes] = []
-    recv_err: list[bytes] = []
+    senders = [Stage(sender.where, tuple(send_argv), sender.stream_argv(send_argv))]
+    if compress is None:
+        receiving = Stage(receiver.where, tuple(receive_argv), receiver.stream_argv(receive_argv))
+    else:
+        senders.append(Stage("localhost", tuple(compress_argv(compress)), compress_argv(compress)))
+        receiving = Stage(receiver.where, tuple(receive_argv), receiver.decompressing_argv(receive_argv))
+    source, sink = await start(senders, receiving)
+    stages = [*senders, receiving]
     recv_out: list[bytes] = []
     log.info("transfer started", label=progress.label, send=list(send_argv), receive=list(receive_argv),
-             sender=sender.where, receiver=receiver.where)
+             sender=sender.where, receiver=receiver.where, compress=spelled(compress))
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain, send_proc.stderr, send_err)
-            nursery.start_soon(_drain, recv_proc.stderr, recv_err)
-            nursery.start_soon(_drain, recv_proc.stdout, recv_out)
-            await trio.to_thread.run_sync(_relay, send_read, recv_write, progress, abandon_on_cancel=True)
-            await send_proc.wait()
-            await recv_proc.wait()
+            for stage in stages:
+                nursery.start_soon(_drain, stage.process.stderr, stage.errors)
+            nursery.start_soon(_drain, receiving.process.stdout, recv_out)
+            await trio.to_thread.run_sync(_relay, source, sink, progress, abandon_on_cancel=True)
+            for stage in stages:
+                await stage.process.wait()
     finally:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-        with trio.CancelScope(shield=True):
-            for p in procs:
-                await p.wait()
-    send_text = b"".join(send_err).decode(errors="replace")
-    recv_text = b"".join(recv_err).decode(errors="replace")
-    # Whoever failed first is the one to name: a receiver that dies breaks the sender's pipe
-    # (SIGPIPE, "Broken pipe"); a sender that fails leaves the receiver a short stream.
-    sender_broke_first = send_proc.returncode not in (0, -signal.SIGPIPE) and "Broken pipe" not in send_text
-    if sender_broke_first:
-        _check(sender, send_argv, send_proc.returncode, send_text)
-    _check(receiver, receive_argv, recv_proc.returncode, recv_text)
-    _check(sender, send_argv, send_proc.returncode, send_text)
+        await reap(stages)
+    if compress is not None:
+        _check_decompressor(receiving)
+    raise_first_failure(senders, receiving)
     log.info("transfer done", label=progress.label, bytes=progress.bytes,
              seconds=round(time.monotonic() - progress.started, 3))
     return progress.bytes
 
 
-def _check(runner: Runner, argv: Sequence[str], status: int, stderr: str) -> None:
-    if status == 0:
-        return
-    if status == 255 and runner.where != "localhost":
-        raise HostError(f"the ssh transport to {runner.where} failed: {stderr.strip() or 'exit 255'}",
-                        hint="check that the OpenSSH client trusts the host key in the configured "
-                             "known_hosts and that the key is authorized")
-    error: CommandError = command_failed(argv, status, stderr, runner.where)
-    raise error
+def _check_decompressor(receiving: Stage) -> None:
+    """Name a missing zstd on the receiving host as the cause: the receive then read nothing, and
+    whatever else failed followed from that."""
+    if _NO_ZSTD.search(receiving.stderr):
+        raise CommandError(f"zstd is not installed on {receiving.where}, which must decompress the stream",
+                           argv=receiving.argv, status=receiving.status, stderr=receiving.stderr,
+                           hint=f"install zstd on {receiving.where}, or remove compress from this target")

@@ -66,4 +66,5 @@ def report(results: list[TargetResult], as_json: bool) -> None:
             if r.status == "planned":
                 print(f"{head}: would send {what}")
             else:
-                print(f"{head}: sent {what}: {human_bytes(t.bytes)} in {t.seconds:.1f} s")
+                wire = f" on the wire ({t.compress})" if t.compress else ""
+                print(f"{head}: sent {what}: {human_bytes(t.bytes)}{wire} in {t.seconds:.1f} s")

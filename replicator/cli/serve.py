@@ -7,7 +7,8 @@ SSH_ORIGINAL_COMMAND. What may run is decided by `replicator.core.endpoint`; thi
 I/O around that decision: it resolves symlinks, holds a directory root's lock while something
 below it is checked and written, logs every decision, and on acceptance replaces itself (exec)
 with the real command, so a stream flows from sshd into `zfs receive` / `btrfs receive` without
-passing through Python.
+passing through Python. A compressed stream (`zstd -dcq | RECEIVE`) gets a `zstd -dcq` process
+between sshd and the command, started here without a shell.
 
 Exit status: 2 when the request is rejected, with one line on stderr saying why; otherwise that
 of the executed command (127 if it is not installed).
@@ -33,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 from replicator import __version__
+from replicator.core.compress import DECOMPRESS
 from replicator.core.endpoint import (EXIT_REJECTED, Policy, Rejection, Request, confine,
                                       parse_request, probe_answer)
 from replicator.core.errors import ReplicatorError
@@ -100,9 +102,10 @@ def serve(original: str | None, policy: Policy, *, log_file: str | None = None,
         print(f"replicator serve: rejected: {decision.reason}", file=sys.stderr, flush=True)
         return EXIT_REJECTED
     if decision.probe:
-        print(probe_answer(policy, __version__), flush=True)
+        has_zstd = shutil.which(DECOMPRESS[0], path=SAFE_PATH) is not None
+        print(probe_answer(policy, __version__, decompress=has_zstd), flush=True)
         return 0
-    return _exec(decision.argv)
+    return _exec(decision.argv, decompress=decision.decompress)
 
 
 def authorize(original: str | None, policy: Policy) -> Request | Rejection:
@@ -111,22 +114,43 @@ def authorize(original: str | None, policy: Policy) -> Request | Rejection:
     return confine(decision, policy, os.path.realpath) if isinstance(decision, Request) else decision
 
 
-def _exec(argv: Sequence[str]) -> int:
-    program = shutil.which(argv[0], path=SAFE_PATH)
-    if program is None:
-        print(f"replicator serve: {argv[0]}: command not found on this host", file=sys.stderr)
-        return EXIT_NOT_FOUND
+def _exec(argv: Sequence[str], *, decompress: bool = False) -> int:
+    """Become `argv`; with `decompress`, behind a `zstd -dcq` that turns our stdin into its stdin."""
+    programs = [argv[0]] + ([DECOMPRESS[0]] if decompress else [])
+    found = [shutil.which(name, path=SAFE_PATH) for name in programs]
+    for name, program in zip(programs, found):
+        if program is None:
+            print(f"replicator serve: {name}: command not found on this host", file=sys.stderr)
+            return EXIT_NOT_FOUND
     sys.stdout.flush()
     sys.stderr.flush()
     # Python ignores these; an ignored signal stays ignored across exec (subprocess restores them too).
     for name in ("SIGPIPE", "SIGXFSZ"):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
     try:
-        os.execve(program, list(argv), _clean_environment())
+        if decompress:
+            _decompress_stdin(found[1])
+        os.execve(found[0], list(argv), _clean_environment())
     except OSError as e:
-        print(f"replicator serve: cannot run {program}: {e}", file=sys.stderr)
+        print(f"replicator serve: cannot run {e.filename or found[0]}: {e}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _decompress_stdin(zstd: str) -> None:
+    """Start `zstd -dcq` reading our stdin into a pipe, and make that pipe our stdin.
+
+    Nobody waits for zstd: the command executed next is its parent and does not, and the session's
+    exit status is that command's. A zstd that dies mid-stream closes the pipe early, and the
+    receive that then reads a short stream fails, which the client sees."""
+    read, write = os.pipe()
+    try:
+        os.posix_spawn(zstd, list(DECOMPRESS), _clean_environment(),
+                       file_actions=[(os.POSIX_SPAWN_DUP2, write, 1)])
+        os.dup2(read, 0)
+    finally:
+        os.close(read)
+        os.close(write)
 
 
 def _clean_environment() -> dict[str, str]:
@@ -178,6 +202,7 @@ def _log(decision: Request | Rejection, original: str | None, policy: Policy,
         record["reason"] = decision.reason
     else:
         record["argv"] = list(decision.argv) if not decision.probe else ["(probe)"]
+        record["decompress"] = decision.decompress
     line = json.dumps(record, ensure_ascii=True)
     syslog.openlog("replicator-serve", syslog.LOG_PID, syslog.LOG_AUTH)
     syslog.syslog(syslog.LOG_WARNING if isinstance(decision, Rejection) else syslog.LOG_INFO, line)

@@ -12,6 +12,7 @@ import tomllib
 from typing import Any, Mapping
 
 from replicator.core import names
+from replicator.core.compress import DEFAULT_LEVEL, LEVELS
 from replicator.core.config_model import (_NAME, WEEKDAYS, BtrfsSource, Config, Daemon, Host, Job,
                                           Resumable, Retention, Schedule, Source, Target, ZfsSource)
 from replicator.core.errors import ConfigError
@@ -269,7 +270,7 @@ class _Reader:
 
     def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
         t = self.table(path, value, {"name", "path", "host", "retention", "rate_limit", "stall_timeout",
-                                     "rollback_diverged", "resumable"})
+                                     "rollback_diverged", "resumable", "compress"})
         resumable = self.resumable(path, t)
         stall = self.interval(path, t, "stall_timeout", "10m")
         rollback = self.get(path, t, "rollback_diverged", bool, False)
@@ -301,7 +302,29 @@ class _Reader:
             self.problem(f"{path}.name", f"{name!r}: target names use 1-64 letters, digits, '_', '.' and '-'")
         return Target(name=name or "", path=target_path, host=host, retention=self.retention(path, t),
                       rate_limit=limit, stall_timeout=float(stall or 600), rollback_diverged=bool(rollback),
-                      resumable=resumable)
+                      resumable=resumable, compress_level=self.compress(path, t, host, source))
+
+    def compress(self, path: str, table: Mapping[str, Any], host: str | None, source: Source | None) -> int | None:
+        """A target's `compress`: "none", "zstd" or "zstd:N" -> a zstd level, or None for none."""
+        value = table.get("compress", "none")
+        if value == "none":
+            return None
+        match = re.fullmatch(r"zstd(?::([0-9]{1,2}))?", value) if isinstance(value, str) else None
+        level = None if match is None else int(match.group(1) or DEFAULT_LEVEL)
+        if level not in LEVELS:
+            self.problem(f"{path}.compress", f"{json.dumps(value, default=str)} is not a choice: write \"zstd\" "
+                                             f"(level {DEFAULT_LEVEL}), \"zstd:N\" with a level N from 1 (fastest) "
+                                             "to 19 (smallest), or \"none\" (the default)")
+            return None
+        if source is not None and source.host is not None:
+            self.problem(f"{path}.compress", f"the job's source is on host {source.host} (pull mode), so the "
+                                             "sender is remote: compress is not supported there yet; leave it out")
+            return None
+        if host is None:
+            self.problem(f"{path}.compress", "this target is on this machine: there is no link to save, "
+                                             "compressing would only cost CPU; leave it out")
+            return None
+        return level
 
     def resumable(self, path: str, table: Mapping[str, Any]) -> Resumable:
         """A target's `resumable`: true, "on-retry" or false (when btrfs streams are spooled)."""

@@ -76,6 +76,9 @@ class Target:
     stall_timeout: float = 600.0     # stop a stream that moves no byte for this long
     rollback_diverged: bool = False  # allowed to destroy target snapshots the source lacks
     resumable: Resumable = "on-retry"  # btrfs: when to stage streams in a spool on the target
+    # zstd level (1-19) of this target's streams, compressed here and decompressed on its host;
+    # None: sent as they are. Only for a remote target fed by a local sender.
+    compress_level: int | None = None
 
     @property
     def where(self) -> str:

@@ -6,6 +6,11 @@ not. No shell ever sees the string: it is split with `shlex.split`, must be quot
 client quotes (`shlex.join`), and must match one entry of the role's vocabulary below flag for
 flag, with every dataset, snapshot and path inside the configured roots.
 
+One addition to that grammar: a request may start with exactly `zstd -dcq | ` when the rest is a
+command that reads a stream (a receive, the spool's `dd`); the request is then marked
+`decompress` and `serve` starts zstd itself between its stdin and the command's. Nothing else
+about a `|` changes: anywhere else it is shell syntax and refused.
+
 A string cannot show symlinks, so paths are checked twice: here as written, and by `confine`
 once the caller has resolved them (os.path.realpath). `confine` puts the resolved paths into the
 argv, so what was checked is what runs.
@@ -18,6 +23,7 @@ import shlex
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
+from replicator.core.compress import DECOMPRESS_PREFIX
 from replicator.core.endpoint_args import (DEFAULT_PREFIX, Arg, BookmarkArg, DatasetArg, HoldTagArg,
                                            PathArg, Policy, PropertiesArg, ResumeTokenArg, Role, Scope,
                                            SnapshotArg, collapse, control_problem)
@@ -50,6 +56,10 @@ class Request:
     # It changes something below a directory root: check and run it holding the roots' locks.
     writes_paths: bool = False
     probe: bool = False
+    # Its stdin is a send stream, so it may be asked for behind the decompress prefix.
+    reads_stream: bool = False
+    # Asked for behind `zstd -dcq | `: run zstd -dcq from our stdin into the command's.
+    decompress: bool = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -77,6 +87,7 @@ class Shape:
     repeat_last: bool = False             # the last argument may be given several times
     writes_paths: bool = False
     exec_flags: tuple[str, ...] = ()      # inserted after the command words when executed
+    reads_stream: bool = False            # reads a send stream on stdin
 
     def match(self, argv: list[str], policy: Policy) -> Request | str | None:
         """A Request, a reason (the shape fits but an argument does not), or None."""
@@ -102,11 +113,12 @@ class Shape:
                     paths.append((len(out), p))
                     value = p.normalise(value)
             out.append(value)
-        return Request(self.command, tuple(out), tuple(paths), self.writes_paths)
+        return Request(self.command, tuple(out), tuple(paths), self.writes_paths, reads_stream=self.reads_stream)
 
 
 def _shapes(command: str, *parts: str | Arg | Opt | Alt, repeat_last: bool = False,
-            writes_paths: bool = False, exec_flags: tuple[str, ...] = ()) -> list[Shape]:
+            writes_paths: bool = False, exec_flags: tuple[str, ...] = (),
+            reads_stream: bool = False) -> list[Shape]:
     usage = " ".join([command] + [_usage(p) for p in parts]) + (" ..." if repeat_last else "")
     variants: list[tuple[str | Arg, ...]] = [()]
     for part in parts:
@@ -117,7 +129,7 @@ def _shapes(command: str, *parts: str | Arg | Opt | Alt, repeat_last: bool = Fal
         else:
             choices = ((part,),)
         variants = [v + c for v in variants for c in choices]
-    return [Shape(command, usage, v, repeat_last, writes_paths, exec_flags) for v in variants]
+    return [Shape(command, usage, v, repeat_last, writes_paths, exec_flags, reads_stream) for v in variants]
 
 
 def _usage(part: str | Arg | Opt | Alt) -> str:
@@ -153,7 +165,7 @@ VOCABULARY: dict[Role, tuple[Shape, ...]] = {
     Role.RECEIVE: tuple(_LISTING + [
         *_shapes("zfs create", "-p", DatasetArg(B)),
         *_shapes("zfs set", "readonly=on", DatasetArg(B)),
-        *_shapes("zfs receive", Opt(("-s",)), Opt(("-u",)), DatasetArg(B)),
+        *_shapes("zfs receive", Opt(("-s",)), Opt(("-u",)), DatasetArg(B), reads_stream=True),
         *_shapes("zfs receive", "-A", DatasetArg(B)),
         *_shapes("zfs hold", HoldTagArg(), SnapshotArg(B)),
         *_shapes("zfs release", HoldTagArg(), SnapshotArg(B)),
@@ -162,8 +174,9 @@ VOCABULARY: dict[Role, tuple[Shape, ...]] = {
         *_shapes("zfs rollback", SnapshotArg(B)),
         # Always run with --chroot: the stream's own paths ("../../etc/x", absolute symlinks)
         # then stay inside PATH. A client may ask for it itself.
-        *_shapes("btrfs receive", "--", PathArg(W), writes_paths=True, exec_flags=("--chroot",)),
-        *_shapes("btrfs receive", "--chroot", "--", PathArg(W), writes_paths=True),
+        *_shapes("btrfs receive", "--", PathArg(W), writes_paths=True, exec_flags=("--chroot",),
+                 reads_stream=True),
+        *_shapes("btrfs receive", "--chroot", "--", PathArg(W), writes_paths=True, reads_stream=True),
         # A stream staged in a spool file first, so that an interrupted transfer can resume.
         *_shapes("btrfs receive", "-f", SPOOL_FILE, "--", PathArg(W), writes_paths=True,
                  exec_flags=("--chroot",)),
@@ -173,7 +186,7 @@ VOCABULARY: dict[Role, tuple[Shape, ...]] = {
         *_shapes("sha256sum", "--", SPOOL_FILE),
         *_shapes("dd", PathArg(W, spool="file", prefix="of=", label="of=SPOOL_FILE"), "bs=1M",
                  "status=none", Alt((("conv=fsync",), ("conv=notrunc,fsync", "oflag=append"))),
-                 writes_paths=True),
+                 writes_paths=True, reads_stream=True),
         *_shapes("rm", "-f", "--", SPOOL_FILE, writes_paths=True),
         *_shapes("rmdir", "--ignore-fail-on-non-empty", "--", PathArg(W, spool="dir", label="SPOOL_DIR"),
                  writes_paths=True),
@@ -209,6 +222,19 @@ def parse_request(original_command: str | None, policy: Policy) -> Request | Rej
         return Rejection("no command given: this key runs only replicator's own commands")
     if why := _text_problem(original_command):
         return Rejection(why)
+    if not original_command.startswith(DECOMPRESS_PREFIX):
+        return _parse(original_command, policy)
+    request = _parse(original_command[len(DECOMPRESS_PREFIX):], policy)
+    if isinstance(request, Rejection):
+        return request
+    if not request.reads_stream:
+        return Rejection(f"`{DECOMPRESS_PREFIX}` may only come before a command that receives a stream "
+                         f"(zfs receive, btrfs receive, the spool's dd), not `{request.command}`")
+    return replace(request, decompress=True)
+
+
+def _parse(original_command: str, policy: Policy) -> Request | Rejection:
+    """`parse_request` for a command line without the decompress prefix."""
     try:
         argv = shlex.split(original_command)
     except ValueError as e:
@@ -320,13 +346,18 @@ class EndpointInfo:
     roots: tuple[str, ...]
     snapshot_prefixes: tuple[str, ...] = (DEFAULT_PREFIX,)
     prune: bool = True  # False: `serve --no-prune`, destroying is refused
+    # It accepts compressed streams (`zstd -dcq | RECEIVE`) and has zstd; False from an endpoint
+    # older than that, which does not say.
+    decompress: bool = False
 
 
-def probe_answer(policy: Policy, version: str) -> str:
-    """The one JSON line `serve` prints for the probe request."""
+def probe_answer(policy: Policy, version: str, decompress: bool = False) -> str:
+    """The one JSON line `serve` prints for the probe request; `decompress`: zstd is installed
+    (it counts only for role receive, the one that takes compressed streams)."""
     return json.dumps({"endpoint": "replicator", "version": version, "role": policy.role.value,
                        "roots": list(policy.roots),
-                       "snapshot_prefixes": list(policy.snapshot_prefixes), "prune": policy.prune},
+                       "snapshot_prefixes": list(policy.snapshot_prefixes), "prune": policy.prune,
+                       "decompress": decompress and policy.role is Role.RECEIVE},
                       ensure_ascii=False)
 
 
@@ -340,13 +371,13 @@ def parse_probe_answer(stdout: str) -> EndpointInfo | None:
     if not isinstance(data, dict) or data.get("endpoint") != "replicator":
         return None
     roots, prefixes = data.get("roots"), data.get("snapshot_prefixes", [DEFAULT_PREFIX])
-    prune = data.get("prune", True)
+    prune, decompress = data.get("prune", True), data.get("decompress", False)
     if not (isinstance(data.get("version"), str) and isinstance(data.get("role"), str)
             and isinstance(roots, list) and all(isinstance(r, str) for r in roots)
             and isinstance(prefixes, list) and all(isinstance(p, str) for p in prefixes)
-            and isinstance(prune, bool)):
+            and isinstance(prune, bool) and isinstance(decompress, bool)):
         return None
-    return EndpointInfo(data["version"], data["role"], tuple(roots), tuple(prefixes), prune)
+    return EndpointInfo(data["version"], data["role"], tuple(roots), tuple(prefixes), prune, decompress)
 
 
 def covers(roots: Sequence[str], path: str) -> bool:

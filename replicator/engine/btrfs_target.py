@@ -68,9 +68,10 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
             spool = Spool(runner, target.path, entry, step.base.name if step.base else None)
             if await _spool_this_attempt(target, entry, spool, interrupted or set()):
                 return await spooled(ctx, label, target, src, send, spool)
-            return await stream(ctx, label, target, src, send, runner, btrfs_adapter.receive_argv(target.path))
+            return await stream(ctx, label, target, src, send, runner, btrfs_adapter.receive_argv(target.path),
+                                compress=target.compress_level)
 
-        await carry_out(ctx, result, decision, dry_run, send_one)
+        await carry_out(ctx, result, decision, dry_run, send_one, compress=target.compress_level)
     return results
 
 
@@ -140,14 +141,16 @@ async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: l
     sender_runner, sender = src, send
     if have:
         digest = await spool.sha256()
-        # The skipper runs here and wraps the sender wherever that runs (ssh for pull mode).
+        # The skipper runs here and wraps the sender wherever that runs (ssh for pull mode). A
+        # compressed stream is compressed after the skipper and decompressed before the spool
+        # writer, so the spool, its size and its hash are the uncompressed stream's.
         sender_runner = ctx.local
         sender = [sys.executable, "-m", "replicator.adapters.skip", "--bytes", str(have), "--sha256", digest,
                   "--", *src.stream_argv(send)]
         log.info("resuming a btrfs stream from its spool", label=label, offset=have)
     try:
         moved = await stream(ctx, label, target, sender_runner, sender, spool.runner,
-                             spool.writer_argv(append=bool(have)))
+                             spool.writer_argv(append=bool(have)), compress=target.compress_level)
     except CommandError as e:
         if not (have and e.status == PREFIX_MISMATCH and e.argv[:1] == (sys.executable,)):
             raise

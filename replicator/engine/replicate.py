@@ -13,7 +13,8 @@ import trio
 
 from replicator.adapters.locks import target_lock
 from replicator.core.config import Job, Target, ZfsSource
-from replicator.core.errors import ReplicatorError
+from replicator.core.endpoint import EndpointInfo
+from replicator.core.errors import ReplicatorError, TargetError
 from replicator.engine.btrfs_target import btrfs_target
 from replicator.engine.context import Context
 from replicator.engine.results import TargetResult, Transferred
@@ -48,7 +49,7 @@ async def _replicate_target(job: Job, target: Target, ctx: Context, dry_run: boo
     try:
         with target_lock(ctx.state_dir, job.name, target.name):
             runner = await ctx.runner(target.host)
-            await ctx.check_target(target)
+            _check_compress(target, await ctx.check_target(target))
             if isinstance(job.source, ZfsSource):
                 results = await zfs_target(job, job.source, target, runner, ctx, dry_run)
             else:
@@ -64,3 +65,14 @@ async def _replicate_target(job: Job, target: Target, ctx: Context, dry_run: boo
                                  destination=r.destination, status="failed", message=r.error,
                                  conflict=r.conflict)
     return results
+
+
+def _check_compress(target: Target, endpoint: EndpointInfo | None) -> None:
+    """Refuse a compressed target whose `replicator serve` endpoint would refuse the stream (one
+    from before compressed streams) or could not decompress it (no zstd there)."""
+    if target.compress_level is None or endpoint is None or endpoint.decompress:
+        return
+    raise TargetError(f"host {target.host}'s endpoint (replicator {endpoint.version}) does not take "
+                      "compressed streams: it predates them or has no zstd",
+                      hint=f"install zstd and a replicator that takes compressed streams on host "
+                           f"{target.host}, or remove compress from this target")

@@ -9,6 +9,7 @@ from typing import Awaitable, Callable, Sequence
 
 import structlog
 
+from replicator.core.compress import spelled
 from replicator.core.config import Target
 from replicator.core.errors import ReplicatorError
 from replicator.core.model import Snapshot
@@ -24,9 +25,10 @@ class Transferred:
     snapshot: str | None
     base: str | None
     intermediates: bool
-    bytes: int = 0
+    bytes: int = 0                   # as they crossed the link: compressed if `compress` says so
     seconds: float = 0.0
     failed: bool = False
+    compress: str | None = None      # "zstd:3": how the stream was compressed on the way
 
 
 @dataclass
@@ -48,8 +50,9 @@ class TargetResult:
 
 
 async def carry_out(ctx: Context, result: TargetResult, decision: Plan | Conflict, dry_run: bool,
-                    send_one: Callable[[Step], Awaitable[int]]) -> None:
-    """Run a plan's steps in order, recording each; stop at the first failure."""
+                    send_one: Callable[[Step], Awaitable[int]], *, compress: int | None = None) -> None:
+    """Run a plan's steps in order, recording each; stop at the first failure. `compress` is the
+    zstd level `send_one` streams with, recorded so that the byte counts read right."""
     if isinstance(decision, Conflict):
         result.status, result.conflict, result.error = "failed", decision.kind.value, decision.message
         log.error("conflict", job=result.job, target=result.target, source=result.source,
@@ -59,14 +62,15 @@ async def carry_out(ctx: Context, result: TargetResult, decision: Plan | Conflic
         return
     result.status = "planned" if dry_run else "replicated"
     for step in decision.steps:
-        record = Transferred(step.kind.value, name_of(step.snapshot), name_of(step.base), step.intermediates)
+        record = Transferred(step.kind.value, name_of(step.snapshot), name_of(step.base), step.intermediates,
+                             compress=spelled(compress))
         result.transfers.append(record)
         if dry_run:
             continue
         started = time.monotonic()
         action = ctx.txlog.start("send", result.job, target=result.target, source=result.source,
                                  destination=result.destination, kind=record.kind,
-                                 snapshot=record.snapshot, parent=record.base)
+                                 snapshot=record.snapshot, parent=record.base, **compressed(compress))
         try:
             record.bytes = await send_one(step)
         except ReplicatorError as e:
@@ -81,6 +85,11 @@ async def carry_out(ctx: Context, result: TargetResult, decision: Plan | Conflic
         finally:
             record.seconds = round(time.monotonic() - started, 3)
         action.done(bytes=record.bytes)
+
+
+def compressed(level: int | None) -> dict[str, str]:
+    """The field a send record carries when its stream was compressed (its bytes are on the wire)."""
+    return {"compress": spelled(level)} if level is not None else {}
 
 
 def parents_first(datasets: Sequence[str]) -> list[str]:

@@ -17,8 +17,12 @@ class Stalled(TargetError):
 
 
 async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_argv: list[str],
-                 receiver: Runner, receive_argv: list[str]) -> int:
-    """Bytes moved; raises Stalled, or what `transfer` raises. Cancelling kills both ends."""
+                 receiver: Runner, receive_argv: list[str], *, compress: int | None = None) -> int:
+    """Bytes moved (on the wire: compressed with `compress`, a zstd level); raises Stalled, or
+    what `transfer` raises. Cancelling kills every process of the transfer.
+
+    The caller says whether to compress: only a push from here to the target's host does (a
+    restore, say, streams from the target, and compressing there is not supported yet)."""
     progress = Progress(label, limit=target.rate_limit)
     stalled = trio.Event()
     moved = 0
@@ -26,7 +30,7 @@ async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch, progress, target.stall_timeout, stalled, nursery.cancel_scope)
-            moved = await transfer(sender, send_argv, receiver, receive_argv, progress)
+            moved = await transfer(sender, send_argv, receiver, receive_argv, progress, compress=compress)
             nursery.cancel_scope.cancel()  # the transfer is done: stop watching
     except BaseExceptionGroup as group:
         raise unwrap(group) from None

@@ -11,13 +11,15 @@ from replicator.adapters import zfs as zfs_adapter
 from replicator.adapters.runner import Runner
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
+from replicator.core.compress import spelled
 from replicator.core.config import Job, Target, ZfsSource
 from replicator.core.errors import CommandError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Conflict, Plan, Step, StepKind, plan
 from replicator.engine.context import Context
 from replicator.engine.faults import crashpoint
-from replicator.engine.results import TargetResult, Transferred, carry_out, parents_first, where
+from replicator.engine.results import (TargetResult, Transferred, carry_out, compressed, parents_first,
+                                       where)
 from replicator.engine.streaming import stream
 
 log = structlog.get_logger()
@@ -67,7 +69,8 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
             send = zfs_adapter.send_argv(dataset, step)
             receive = zfs_adapter.receive_argv(destination, resumable=bool(remote.has_resume))
             try:
-                moved = await stream(ctx, label, target, src, send, runner, receive)
+                moved = await stream(ctx, label, target, src, send, runner, receive,
+                                     compress=target.compress_level)
             except CommandError as e:
                 if "has been modified" not in e.stderr or step.base is None:
                     raise
@@ -77,12 +80,13 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
                                        hint="find out who writes there; set rollback_diverged = true for "
                                             "this target to discard those changes") from None
                 await _roll_back(ctx, job, target, remote, destination, decision)
-                moved = await stream(ctx, label, target, src, send, runner, receive)
+                moved = await stream(ctx, label, target, src, send, runner, receive,
+                                     compress=target.compress_level)
             if step.kind is StepKind.FULL:
                 await remote.set_readonly(destination)
             return moved
 
-        await carry_out(ctx, result, decision, dry_run, send_one)
+        await carry_out(ctx, result, decision, dry_run, send_one, compress=target.compress_level)
         if isinstance(decision, Plan) and not dry_run:
             crashpoint("after-receive")
             base = final if result.status == "replicated" else decision.common
@@ -104,14 +108,15 @@ async def _resume(ctx: Context, job: Job, target: Target, src: Runner, runner: R
     """Finish an interrupted receive from where it stopped. True if it completed; False if the
     token could not be used (then the partial state is aborted, logged, and the caller plans
     the best normal incremental) or if the resumed stream failed again (result says why)."""
-    record = Transferred("resume", None, None, False)
+    record = Transferred("resume", None, None, False, compress=spelled(target.compress_level))
     result.transfers.append(record)
     action = ctx.txlog.start("send", job.name, target=target.name, destination=destination, kind="resume",
-                             token=token[:32])
+                             token=token[:32], **compressed(target.compress_level))
     try:
         record.bytes = await stream(ctx, f"{job.name}/{target.name} {destination} (resume)", target,
                                     src, ["zfs", "send", "-t", token], runner,
-                                    zfs_adapter.receive_argv(destination, resumable=True))
+                                    zfs_adapter.receive_argv(destination, resumable=True),
+                                    compress=target.compress_level)
     except CommandError as e:
         record.failed = True
         stale = e.argv[:3] == ("zfs", "send", "-t") and any(w in e.stderr for w in _STALE_TOKEN)

@@ -179,7 +179,8 @@ def test_serve_answers_the_probe_and_refuses_a_bad_configuration(tmp_path):
     assert answer.returncode == 0, answer.stderr
     assert json.loads(answer.stdout) == {"endpoint": "replicator", "version": answer_version(),
                                          "role": "send", "roots": ["backup/hostA", str(tmp_path)],
-                                         "snapshot_prefixes": ["replicator"], "prune": True}
+                                         "snapshot_prefixes": ["replicator"], "prune": True,
+                                         "decompress": False}
     bad = serve(tmp_path, "replicator-endpoint", "/", "pool/a@b")
     assert bad.returncode == 2 and "every path" in bad.stderr and "snapshot" in bad.stderr
 

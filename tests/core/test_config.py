@@ -110,6 +110,37 @@ def test_another_resumable_value_lists_the_choices(line):
         '"on-retry" (the default: spool a transfer\'s retries) or false (never spool)']
 
 
+def test_a_target_sends_streams_uncompressed_by_default():
+    assert parse_config(GOOD).jobs[1].targets[0].compress_level is None
+
+
+@pytest.mark.parametrize("line, level", [('compress = "zstd"', 3), ('compress = "zstd:1"', 1),
+                                         ('compress = "zstd:19"', 19), ('compress = "none"', None)])
+def test_compress_is_none_zstd_or_zstd_with_a_level(line, level):
+    assert parse_config(with_resumable(line)).jobs[1].targets[0].compress_level == level
+
+
+@pytest.mark.parametrize("line", ['compress = "gzip"', 'compress = "zstd:0"', 'compress = "zstd:20"',
+                                  'compress = "zstd:"', 'compress = "ZSTD"', "compress = true", "compress = 3"])
+def test_another_compress_value_lists_the_choices(line):
+    value = line.partition(" = ")[2]
+    assert problems(with_resumable(line)) == [
+        f'job[1].target[0].compress: {value} is not a choice: write "zstd" (level 3), "zstd:N" with a level '
+        'N from 1 (fastest) to 19 (smallest), or "none" (the default)']
+
+
+def test_compress_on_a_local_target_says_there_is_no_link_to_save():
+    text = GOOD.replace('path = "tank2/copy"', 'path = "tank2/copy"\ncompress = "zstd"')
+    assert problems(text) == ["job[0].target[1].compress: this target is on this machine: there is no link "
+                              "to save, compressing would only cost CPU; leave it out"]
+
+
+def test_compress_in_pull_mode_says_the_sender_is_remote():
+    text = with_resumable('compress = "zstd:9"').replace('kind = "btrfs"', 'kind = "btrfs"\nhost = "backup"')
+    assert problems(text) == ["job[1].target[0].compress: the job's source is on host backup (pull mode), so "
+                              "the sender is remote: compress is not supported there yet; leave it out"]
+
+
 def test_no_jobs_is_an_error_with_advice():
     assert problems("") == ["job: no jobs are defined: add a [[job]] table (see config.example.toml)"]
 
