@@ -108,7 +108,10 @@ def reset(guest: Guest) -> None:
     """Nothing received yet: the target datasets, our log and zfs-autobackup's snapshots go."""
     guest.sh("for d in raw ours bzfs zab; do zfs destroy -r backup/bench/$d 2>/dev/null; done; "
              "zfs create -p backup/bench/zab; rm -rf /tmp/bench-state/*; "
-             f"zfs list -H -o name -t snapshot {SOURCE} | grep '@bench-' | xargs -r -n1 zfs destroy; true")
+             # zfs-autobackup holds its snapshots; the bookmarks are ours.
+             f"for s in $(zfs list -H -o name -t snapshot {SOURCE} | grep '@bench-'); do "
+             "  for tag in $(zfs holds -H $s | cut -f2); do zfs release $tag $s; done; zfs destroy $s; done; "
+             f"zfs list -H -o name -t bookmark {SOURCE} | xargs -r -n1 zfs destroy; true")
 
 
 def main() -> int:
