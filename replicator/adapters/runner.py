@@ -21,6 +21,7 @@ import structlog
 import trio
 from trio_asyncio import aio_as_trio
 
+from replicator.adapters.mux import Masters
 from replicator.adapters.shell import ShellLost, ShellPool
 from replicator.core.compress import DECOMPRESS_PREFIX
 from replicator.core.config import Host
@@ -83,6 +84,10 @@ class Runner(Protocol):
         status is ARGV's (a zstd that dies leaves ARGV a short stream, which fails a receive)."""
         ...
 
+    def stream_failed(self) -> None:
+        """A stream through this runner failed: do not reuse what it went through."""
+        ...
+
 
 class LocalRunner:
     where = "localhost"
@@ -104,18 +109,23 @@ class LocalRunner:
         # The config sends no compressed stream to this host; this serves tests and tools.
         return ["sh", "-c", DECOMPRESS_PREFIX + shlex.join(argv)]
 
+    def stream_failed(self) -> None:
+        pass
+
 
 class SshRunner:
     """Commands on a remote host through one asyncssh connection, opened by `SshHosts`: in the
     connection's kept shells once they are enabled (see `shell.py`), else one session each."""
 
     def __init__(self, host: Host, connection: asyncssh.SSHClientConnection,
-                 sessions: trio.CapacityLimiter | None = None, shells: ShellPool | None = None) -> None:
+                 sessions: trio.CapacityLimiter | None = None, shells: ShellPool | None = None,
+                 masters: Masters | None = None) -> None:
         self.host = host
         self.where = f"host {host.name} ({host.user}@{host.address}:{host.port})"
         self._connection = connection
         self._sessions = sessions or trio.CapacityLimiter(MAX_SESSIONS)
         self._shells = shells
+        self._masters = masters
 
     async def run(self, argv: Sequence[str]) -> Completed:
         command = shlex.join(argv)
@@ -134,11 +144,20 @@ class SshRunner:
         return Completed(tuple(argv), status, _text(done.stdout), _text(done.stderr), self.where)
 
     def stream_argv(self, argv: Sequence[str]) -> list[str]:
-        return ssh_client_argv(self.host) + [shlex.join(argv)]
+        return self._client() + [shlex.join(argv)]
 
     def decompressing_argv(self, argv: Sequence[str]) -> list[str]:
         # Exactly this prefix, then argv quoted: what `replicator serve` accepts (and a shell runs).
-        return ssh_client_argv(self.host) + [DECOMPRESS_PREFIX + shlex.join(argv)]
+        return self._client() + [DECOMPRESS_PREFIX + shlex.join(argv)]
+
+    def stream_failed(self) -> None:
+        if self._masters:
+            self._masters.stop(self.host.name)
+
+    def _client(self) -> list[str]:
+        """The stream's OpenSSH client, through the host's shared connection where there is one."""
+        argv = ssh_client_argv(self.host)
+        return self._masters.client_argv(self.host.name, argv) if self._masters else argv
 
 
 def ssh_client_argv(host: Host) -> list[str]:
@@ -171,6 +190,7 @@ class SshHosts:
         self._sessions: dict[str, trio.CapacityLimiter] = {}
         self._shells: dict[str, ShellPool] = {}
         self._shell_hosts: set[str] = set()   # known to give a full shell (not a serve endpoint)
+        self._masters = Masters()
         self._failures: dict[str, HostError] = {}
         self._lock = trio.Lock()
 
@@ -189,7 +209,7 @@ class SshHosts:
                 self._shells[name] = ShellPool(self._connections[name], host.name, host.connect_timeout,
                                                enabled=name in self._shell_hosts)
             sessions = self._sessions.setdefault(name, trio.CapacityLimiter(MAX_SESSIONS))
-        return SshRunner(host, self._connections[name], sessions, self._shells[name])
+        return SshRunner(host, self._connections[name], sessions, self._shells[name], self._masters)
 
     def enable_shells(self, name: str) -> None:
         """Host `name` gives a full shell: from now on its commands run in kept shells."""
@@ -212,8 +232,10 @@ class SshHosts:
                 if name in changed or self._connections[name].is_closed():
                     self._shells.pop(name).close()
                     self._connections.pop(name).close()
+                    self._masters.stop(name)
 
     async def aclose(self) -> None:
+        self._masters.close()
         for shells in self._shells.values():
             shells.close()
         self._shells.clear()

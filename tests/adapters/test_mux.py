@@ -1,0 +1,91 @@
+"""Stream clients share one OpenSSH master per host, against a real sshd: after the first stream
+they go through it, a failed stream stops it, and nothing of it outlives the run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from replicator.adapters.runner import SshRunner, ssh_hosts
+from replicator.cli.common import run_async
+from test_shell import host_of
+
+pytestmark = pytest.mark.ssh
+
+# The remote command's parent: the sshd process of the connection it came over.
+CONNECTION = ["sh", "-c", "echo $PPID"]
+
+
+def over_ssh(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def wait_for(predicate, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def with_runner(server, work):
+    async def main():
+        async with ssh_hosts({"loop": host_of(server)}) as hosts:
+            runner = await hosts.runner("loop")
+            return work(runner)
+
+    return run_async(main)
+
+
+def master_of(runner: SshRunner) -> subprocess.Popen:
+    return runner._masters._running["loop"]
+
+
+def socket_of(runner: SshRunner) -> str:
+    return runner._masters._paths["loop"]
+
+
+def test_streams_after_the_first_share_one_connection(sshd):
+    def work(runner: SshRunner):
+        first = over_ssh(runner.stream_argv(CONNECTION))
+        wait_for(lambda: os.path.exists(socket_of(runner)), "the master's socket")
+        shared = [over_ssh(runner.stream_argv(CONNECTION)) for _ in range(3)]
+        return first, shared, master_of(runner), socket_of(runner)
+
+    first, shared, master, socket = with_runner(sshd, work)
+    assert len(set(shared)) == 1 and first not in shared, "each stream connected by itself"
+    assert master.poll() is not None, "the master outlived the run"
+    assert not os.path.exists(os.path.dirname(socket)), "the socket directory stayed"
+
+
+def test_a_failed_stream_stops_the_master_and_the_next_stream_still_runs(sshd):
+    def work(runner: SshRunner):
+        over_ssh(runner.stream_argv(CONNECTION))
+        wait_for(lambda: os.path.exists(socket_of(runner)), "the master's socket")
+        master = master_of(runner)
+        runner.stream_failed()
+        wait_for(lambda: master.poll() is not None, "the master to stop")
+        after = over_ssh(runner.stream_argv(CONNECTION))
+        replaced = master_of(runner)
+        return after, master.pid != replaced.pid
+
+    after, replaced = with_runner(sshd, work)
+    assert after.isdigit() and replaced
+
+
+def test_a_master_that_died_is_replaced_and_its_streams_connect_by_themselves(sshd):
+    def work(runner: SshRunner):
+        over_ssh(runner.stream_argv(CONNECTION))
+        wait_for(lambda: os.path.exists(socket_of(runner)), "the master's socket")
+        dead = master_of(runner)
+        dead.kill()
+        dead.wait()
+        # Its socket file may stay behind; the client must not hang on it.
+        return over_ssh(runner.stream_argv(CONNECTION)), master_of(runner).pid != dead.pid
+
+    answer, replaced = with_runner(sshd, work)
+    assert answer.isdigit() and replaced
