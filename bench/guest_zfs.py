@@ -100,17 +100,19 @@ def paths(peers: bool) -> dict[str, str]:
                          "root@127.0.0.1:backup/bench/bzfs")
         found["zfs-autobackup"] = ("PYTHONPATH=/opt/peers python3 -m zfs_autobackup.ZfsAutobackup "
                                    "--ssh-target root@127.0.0.1 "
-                                   "--no-progress bench backup/bench/zab")
+                                   # The copies inherit the selecting property: not sources again.
+                                   "--exclude-received --no-progress bench backup/bench/zab")
     return found
 
 
 def reset(guest: Guest) -> None:
     """Nothing received yet: the target datasets, our log and zfs-autobackup's snapshots go."""
-    guest.sh("for d in raw ours bzfs zab; do zfs destroy -r backup/bench/$d 2>/dev/null; done; "
+    # Holds (zfs-autobackup's on both sides, ours on the source) would keep what goes.
+    guest.sh("for s in $(zfs list -H -o name -t snapshot -r tank/bench backup/bench); do "
+             "  for tag in $(zfs holds -H $s | cut -f2); do zfs release $tag $s; done; done; "
+             "for d in raw ours bzfs zab; do zfs destroy -r backup/bench/$d 2>/dev/null; done; "
              "zfs create -p backup/bench/zab; rm -rf /tmp/bench-state/*; "
-             # zfs-autobackup holds its snapshots; the bookmarks are ours.
-             f"for s in $(zfs list -H -o name -t snapshot {SOURCE} | grep '@bench-'); do "
-             "  for tag in $(zfs holds -H $s | cut -f2); do zfs release $tag $s; done; zfs destroy $s; done; "
+             f"zfs list -H -o name -t snapshot {SOURCE} | grep '@bench-' | xargs -r -n1 zfs destroy; "
              f"zfs list -H -o name -t bookmark {SOURCE} | xargs -r -n1 zfs destroy; true")
 
 
