@@ -56,6 +56,14 @@ class Progress:
         elapsed = time.monotonic() - self.started
         return self.bytes / elapsed if elapsed > 0 else 0.0
 
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the average rate so far; None without an expected size (or past it)."""
+        rate = self.rate
+        if not self.expected or rate <= 0 or self.bytes >= self.expected:
+            return None
+        return (self.expected - self.bytes) / rate
+
 
 def _relay(source: int, sink: int, progress: Progress) -> None:
     """Splice everything from `source` to `sink`, then close both. Runs in a thread.

@@ -30,6 +30,7 @@ class Zfs:
         self._one_snapshot_per_call = False
         self.has_bookmarks: bool | None = None  # unknown until asked; zfs-fuse has none
         self.has_resume: bool | None = None     # resumable receive (`receive -s`, OpenZFS)
+        self.has_estimate: bool | None = None   # `send -nP` (OpenZFS; zfs-fuse has no -n)
 
     async def listing(self, roots: Sequence[str], *, recursive: bool) -> dict[str, tuple[Snapshot, ...]]:
         """Every existing dataset under `roots` (or just the roots) with its snapshots, oldest
@@ -118,6 +119,20 @@ class Zfs:
         guids = same.stdout.split()
         if not (same.status == 0 and len(guids) == 2 and guids[0] == guids[1]):
             done.check()
+
+    async def estimate(self, send: Sequence[str]) -> int | None:
+        """The bytes `send` (a `zfs send ...` argv) will produce, by `zfs send -nP`; None where
+        this ZFS cannot tell. For progress: an ETA, never a decision."""
+        if self.has_estimate is False:
+            return None
+        done = await self.runner.run(["zfs", "send", "-n", "-P", *send[2:]])
+        size = next((line.split("\t")[1] for line in done.stdout.splitlines()
+                     if line.startswith("size\t")), "")
+        if done.status != 0 or not size.isdigit():
+            self.has_estimate = self.has_estimate or False
+            return None
+        self.has_estimate = True
+        return int(size)
 
     async def destroy_bookmark(self, dataset: str, bookmark: str) -> None:
         (await self.runner.run(["zfs", "destroy", f"{dataset}#{bookmark}"])).check()

@@ -8,6 +8,7 @@ from typing import Awaitable, Callable, TypeVar
 
 import trio
 
+from replicator.adapters.stream import Progress
 from replicator.cli.common import human_bytes
 from replicator.engine.context import Context
 
@@ -37,8 +38,7 @@ async def show_progress(ctx: Context, interval: float = 0.5) -> None:
     try:
         while True:
             await trio.sleep(interval)
-            parts = [f"{p.label}: {human_bytes(p.bytes)} at {human_bytes(p.rate)}/s"
-                     for p in list(ctx.active)]
+            parts = [_describe(p) for p in list(ctx.active)]
             line = "; ".join(parts)[:200]
             sys.stderr.write("\r" + line.ljust(width))
             sys.stderr.flush()
@@ -47,3 +47,13 @@ async def show_progress(ctx: Context, interval: float = 0.5) -> None:
         if width:
             sys.stderr.write("\r" + " " * width + "\r")
             sys.stderr.flush()
+
+
+def _describe(progress: Progress) -> str:
+    text = f"{progress.label}: {human_bytes(progress.bytes)}"
+    if progress.expected:
+        text += f" of ~{human_bytes(progress.expected)}"
+    text += f" at {human_bytes(progress.rate)}/s"
+    if (eta := progress.eta) is not None:
+        text += f", ~{eta:.0f} s left"
+    return text

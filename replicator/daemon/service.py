@@ -225,11 +225,9 @@ class Daemon:
 
 
 def transfer_doc(progress) -> dict[str, Any]:
-    rate = progress.rate
-    eta = ((progress.expected - progress.bytes) / rate
-           if progress.expected and rate > 0 and progress.expected > progress.bytes else None)
+    eta = progress.eta
     return {"label": progress.label, "bytes": progress.bytes, "expected": progress.expected,
-            "rate": round(rate), "eta_seconds": round(eta) if eta is not None else None}
+            "rate": round(progress.rate), "eta_seconds": round(eta) if eta is not None else None}
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -17,13 +17,16 @@ class Stalled(TargetError):
 
 
 async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_argv: list[str],
-                 receiver: Runner, receive_argv: list[str], *, compress: int | None = None) -> int:
-    """Bytes moved (on the wire: compressed with `compress`, a zstd level); raises Stalled, or
+                 receiver: Runner, receive_argv: list[str], *, compress: int | None = None,
+                 expected: int | None = None) -> int:
+    """Bytes moved (on the wire: compressed with `compress`, a zstd level); `expected`, the
+    stream's size if known, gives status an ETA. Raises Stalled, or
     what `transfer` raises. Cancelling kills every process of the transfer.
 
     The caller says whether to compress: only a push from here to the target's host does (a
     restore, say, streams from the target, and compressing there is not supported yet)."""
-    progress = Progress(label, limit=target.rate_limit)
+    # `expected` counts the stream before compression: no ETA rather than a wrong one.
+    progress = Progress(label, expected=None if compress else expected, limit=target.rate_limit)
     stalled = trio.Event()
     moved = 0
     ctx.active.add(progress)

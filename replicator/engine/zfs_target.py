@@ -68,9 +68,11 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
             label = f"{job.name}/{target.name} {dataset}"
             send = zfs_adapter.send_argv(dataset, step)
             receive = zfs_adapter.receive_argv(destination, resumable=bool(remote.has_resume))
+            # Only here: a `send -nP` through a pull-mode endpoint would be refused (and logged).
+            expected = await local.estimate(send) if src is ctx.local else None
             try:
                 moved = await stream(ctx, label, target, src, send, runner, receive,
-                                     compress=target.compress_level)
+                                     compress=target.compress_level, expected=expected)
             except CommandError as e:
                 if "has been modified" not in e.stderr or step.base is None:
                     raise

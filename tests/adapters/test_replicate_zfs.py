@@ -88,3 +88,29 @@ def test_names_zfs_refuses_are_refused_by_check_config(tmp_path):
     result = cli(config, "check-config")
     assert result.code == 2
     assert "job[0].source.datasets[0]" in result.err and "';'" in result.err
+
+
+def test_zfs_fuse_gives_no_send_estimate_and_is_asked_once(make_zpool):
+    import trio
+
+    from replicator.adapters.runner import LocalRunner
+    from replicator.adapters.zfs import Zfs
+
+    pool = make_zpool()
+    run("zfs", "create", f"{pool}/data")
+    run("zfs", "snapshot", f"{pool}/data@one")
+
+    class Counting(LocalRunner):
+        calls = 0
+
+        async def run(self, argv):
+            Counting.calls += 1
+            return await super().run(argv)
+
+    zfs = Zfs(Counting())
+
+    async def twice():
+        return [await zfs.estimate(["zfs", "send", f"{pool}/data@one"]) for _ in range(2)]
+
+    assert trio.run(twice) == [None, None]
+    assert zfs.has_estimate is False and Counting.calls == 1

@@ -82,3 +82,33 @@ def stream_size(guest, send_dry_run: str) -> int:
     """The `size` line of `zfs send -nP ...`: the bytes the stream would carry."""
     out = guest.sh(send_dry_run).stdout
     return int(next(line.split("\t")[1] for line in out.splitlines() if line.startswith("size\t")))
+
+
+def test_send_estimates_are_close_to_the_streams(openzfs_guest, guest_datasets):
+    """`Zfs.estimate` (`send -nP`) feeds status its ETA: it must be near the real stream size."""
+    from replicator.adapters.runner import ssh_hosts
+    from replicator.adapters.zfs import Zfs
+    from replicator.cli.common import run_async
+    from replicator.core.config import Host
+
+    guest = openzfs_guest
+    tank, _ = guest_datasets
+    source = f"{tank}/data"
+    guest.run("zfs", "create", source)
+    for generation, name in ((1, "one"), (2, "two"), (3, "three")):
+        on_guest.write_files(guest, on_guest.mountpoint(guest, source), generation)
+        guest.run("zfs", "snapshot", f"{source}@{name}")
+    sends = [["zfs", "send", f"{source}@one"], ["zfs", "send", "-I", f"{source}@one", f"{source}@three"]]
+    host = Host(name="guest", address=guest.address, port=guest.port, user=guest.user,
+                identity_file=str(guest.identity_file), known_hosts=str(guest.known_hosts), connect_timeout=30)
+
+    async def estimates():
+        async with ssh_hosts({"guest": host}) as hosts:
+            zfs = Zfs(await hosts.runner("guest"))
+            return [await zfs.estimate(send) for send in sends], zfs.has_estimate
+
+    found, supported = run_async(estimates)
+    assert supported is True
+    for send, estimate in zip(sends, found):
+        actual = int(guest.sh(f"{' '.join(send)} | wc -c").stdout)
+        assert estimate is not None and abs(estimate - actual) <= actual * 0.05 + 65536, (send, estimate, actual)
