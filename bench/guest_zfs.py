@@ -8,6 +8,7 @@ The guest is the one the platform tests use (tests/hosts/openzfs/build: OpenZFS 
 guest, which replicates to itself over its own sshd (127.0.0.1), pool `tank` to pool `backup`:
   - baseline: `zfs send SNAP | ssh -c aes128-gcm@openssh.com 127.0.0.1 zfs receive DS`;
   - `replicator replicate` (a fresh process; this checkout, copied into the guest);
+  - the engine in a running process (the daemon's case), timed around the one replication;
   - bzfs and zfs-autobackup (PyPI wheels fetched with pip for this run), where they run.
 Wall time and CPU are the guest's own (`/proc/stat`, every process and kernel thread in it, so
 ZFS's own work counts for each path alike). Software emulation makes everything ~10-30x slower
@@ -36,6 +37,7 @@ SOURCE = "tank/bench/data"
 MB = 1_000_000
 GIB = 1 << 30
 SSH = ("ssh -F /root/.ssh/config -c aes128-gcm@openssh.com")
+TICKS = 100  # the guest kernel's USER_HZ (getconf CLK_TCK there)
 PEERS = ("bzfs==1.25.0", "zfs-autobackup==3.3", "colorama")
 
 
@@ -85,6 +87,43 @@ def prepare(guest: Guest, image: Path, mib: int, peers: Path | None) -> None:
               f"[[job]]\nname = \"bench\"\n[job.source]\nkind = \"zfs\"\ndatasets = [\"{SOURCE}\"]\n"
               "[[job.target]]\nhost = \"self\"\npath = \"backup/bench/ours\"\n")
     guest.sh("mkdir -p /tmp/bench-state && cat > /tmp/bench.toml", input=config)
+    guest.run("zfs", "create", "-p", "tank/bench/warm")
+    guest.run("zfs", "snapshot", f"tank/bench/warm@{SNAPSHOT}")
+    warm = config.split("[[job]]")[0] + ("[[job]]\nname = \"warm\"\n[job.source]\nkind = \"zfs\"\n"
+                                        "datasets = [\"tank/bench/warm\"]\n[[job.target]]\nhost = \"self\"\n"
+                                        "path = \"backup/bench/warm\"\n")
+    guest.sh("cat > /tmp/bench-engine.toml", input=warm + "[[job]]" + config.split("[[job]]")[1])
+    guest.sh("cat > /tmp/bench-engine.py", input=ENGINE)
+
+
+# The daemon's case: one process, one context; a first replication of a tiny dataset opens the
+# connection, probes, starts the kept shells and the shared stream connection, then the timed one.
+ENGINE = """
+import sys, time, trio, trio_asyncio
+from replicator.core.config import parse_config
+from replicator.engine.context import open_context
+from replicator.engine.replicate import replicate_job
+
+def cpu():
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return sum(int(fields[i]) for i in (1, 2, 3, 6, 7))
+
+async def main():
+    config = parse_config(open("/tmp/bench-engine.toml").read())
+    warm, timed = config.jobs
+    async with trio_asyncio.open_loop():
+        async with open_context(config) as ctx:
+            assert all(r.ok for r in await replicate_job(warm, ctx))
+            await trio.sleep(2)
+            c0, t0 = cpu(), time.monotonic()
+            results = await replicate_job(timed, ctx)
+            t1, c1 = time.monotonic(), cpu()
+    assert all(r.ok for r in results), [r.error for r in results]
+    open("/tmp/bench.inner", "w").write(f"{t1 - t0} {c1 - c0}")
+
+trio.run(main)
+"""
 
 
 def paths(peers: bool) -> dict[str, str]:
@@ -94,6 +133,7 @@ def paths(peers: bool) -> dict[str, str]:
         "raw": f"zfs send {snap} | {SSH} root@127.0.0.1 {receive}",
         "ours": "STATE_DIRECTORY=/tmp/bench-state PYTHONPATH=/opt/replicator python3 -m replicator "
                 "replicate --config /tmp/bench.toml --no-progress",
+        "ours, daemon": "STATE_DIRECTORY=/tmp/bench-state PYTHONPATH=/opt/replicator python3 /tmp/bench-engine.py",
     }
     if peers:
         found["bzfs"] = (f"PYTHONPATH=/opt/peers python3 -m bzfs_main.bzfs {SOURCE} "
@@ -110,7 +150,7 @@ def reset(guest: Guest) -> None:
     # Holds (zfs-autobackup's on both sides, ours on the source) would keep what goes.
     guest.sh("for s in $(zfs list -H -o name -t snapshot -r tank/bench backup/bench); do "
              "  for tag in $(zfs holds -H $s | cut -f2); do zfs release $tag $s; done; done; "
-             "for d in raw ours bzfs zab; do zfs destroy -r backup/bench/$d 2>/dev/null; done; "
+             "for d in raw ours bzfs zab warm; do zfs destroy -r backup/bench/$d 2>/dev/null; done; "
              "zfs create -p backup/bench/zab; rm -rf /tmp/bench-state/*; "
              f"zfs list -H -o name -t snapshot {SOURCE} | grep '@bench-' | xargs -r -n1 zfs destroy; "
              f"zfs list -H -o name -t bookmark {SOURCE} | xargs -r -n1 zfs destroy; true")
@@ -144,10 +184,13 @@ def main() -> int:
                 except SystemExit as e:
                     print(f"  {name}: {e}", flush=True)
                     continue
+                if name == "ours, daemon":   # timed inside, around the one replication
+                    seconds, cpu = map(float, guest.sh("cat /tmp/bench.inner").stdout.split())
+                    cpu /= TICKS
                 results.setdefault(name, []).append((seconds, cpu))
                 print(f"  {name:15s} {seconds:6.2f} s {stream / seconds / MB:6.1f} MB/s  cpu {cpu:6.2f} s",
                       flush=True)
-                if name != "raw":
+                if name not in ("raw", "ours, daemon"):
                     # The same command again finds nothing to send: its fixed cost under emulation.
                     again, _ = measured(guest, command)
                     fixed.setdefault(name, []).append(again)
