@@ -52,19 +52,19 @@ class Masters:
 
     def _ensure(self, name: str, argv: list[str]) -> str | None:
         self._stopped = [p for p in self._stopped if p.poll() is None]  # reap the ended
-        if self._dir is None:
-            # Only we may reach the sockets: whoever can, runs commands as the remote user.
-            self._dir = tempfile.mkdtemp(prefix="replicator-ssh-")
-        path = self._paths.setdefault(name, os.path.join(self._dir, f"m{len(self._paths)}"))
-        running = self._running.get(name)
-        if running is not None and running.poll() is None:
-            return path
-        if os.path.exists(path):
-            os.unlink(path)  # left by a master that died
-        cut = len(argv) - 2
-        master = [*argv[:cut], "-N", "-o", "ControlMaster=yes", "-o", f"ControlPath={path}",
-                  "-o", "ControlPersist=no", *argv[cut:]]
         try:
+            if self._dir is None:
+                # Only we may reach the sockets: whoever can, runs commands as the remote user.
+                self._dir = tempfile.mkdtemp(prefix="replicator-ssh-")
+            path = self._paths.setdefault(name, os.path.join(self._dir, f"m{len(self._paths)}"))
+            running = self._running.get(name)
+            if running is not None and running.poll() is None:
+                return path
+            if os.path.exists(path):
+                os.unlink(path)  # left by a master that died
+            cut = len(argv) - 2
+            master = [*argv[:cut], "-N", "-o", "ControlMaster=yes", "-o", f"ControlPath={path}",
+                      "-o", "ControlPersist=no", *argv[cut:]]
             self._running[name] = subprocess.Popen(master, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                    stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         except OSError as e:

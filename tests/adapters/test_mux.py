@@ -89,3 +89,15 @@ def test_a_master_that_died_is_replaced_and_its_streams_connect_by_themselves(ss
 
     answer, replaced = with_runner(sshd, work)
     assert answer.isdigit() and replaced
+
+
+def test_without_a_socket_directory_streams_connect_by_themselves(monkeypatch, tmp_path):
+    import tempfile
+
+    from replicator.adapters.mux import Masters
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    argv = ["ssh", "-p", "22", "--", "127.0.0.1"]
+    masters = Masters()
+    assert masters.client_argv("loop", argv) == argv
+    masters.close()
