@@ -35,6 +35,9 @@ async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_
             nursery.start_soon(_watch, progress, target.stall_timeout, stalled, nursery.cancel_scope)
             moved = await transfer(sender, send_argv, receiver, receive_argv, progress, compress=compress)
             nursery.cancel_scope.cancel()  # the transfer is done: stop watching
+        if stalled.is_set():
+            raise Stalled(f"the stream to {target.where} made no progress for {target.stall_timeout:g} s "
+                          "and was stopped", hint="check the link and the target; the next run retries")
     except BaseException as error:
         # A shared ssh connection the stream went through may be what failed.
         sender.stream_failed()
@@ -44,11 +47,6 @@ async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_
         raise
     finally:
         ctx.active.discard(progress)
-    if stalled.is_set():
-        sender.stream_failed()
-        receiver.stream_failed()
-        raise Stalled(f"the stream to {target.where} made no progress for {target.stall_timeout:g} s "
-                      "and was stopped", hint="check the link and the target; the next run retries")
     return moved
 
 
