@@ -30,6 +30,7 @@ import trio_asyncio
 
 from common import (CpuMeter, Sample, busy_elsewhere, drop_to_clean, host_config, load, median, raw_ssh,
                     remove_workdir, retry, sh, spread, table, workdir, write_random)
+from replicator.adapters.mux import Masters
 from replicator.adapters.runner import LocalRunner, ssh_client_argv
 from replicator.adapters.stream import Progress, transfer
 from replicator.core.config import Host, parse_config
@@ -92,7 +93,7 @@ class Case:
 
     def paths(self, cli: bool) -> list[str]:
         if self.transfer_only:
-            return ["raw", "transfer"]
+            return ["raw", "transfer", "shared"]
         return ["raw", "engine", *self.variants] + (["cli"] if cli else [])
 
     def once(self, path: str) -> None:
@@ -102,9 +103,10 @@ class Case:
                 done = sh("sh", "-c", self.raw_cmd, check=False)
                 if done.returncode != 0:
                     raise SystemExit(f"baseline pipeline failed: {done.stderr}")
-        elif path == "transfer":
+        elif path in ("transfer", "shared"):
             def action():
                 sender, send, receiver, receive = self.transfer_only
+                receiver = receiver if path == "transfer" else receiver.shared(self.meter)
                 return trio.run(transfer, sender, send, receiver, receive, Progress("bench"))
         elif path == "engine" or path in self.variants:
             def action():
@@ -130,6 +132,7 @@ class Case:
                   "direct": "replicator engine, target `resumable = false`",
                   "spooled": "replicator engine, target `resumable = true` (every stream spooled)",
                   "transfer": "`stream.transfer()`: cat -> relay -> ssh -> /dev/null",
+                  "shared": "the same through the host's shared connection (ControlMaster, as the engine does)",
                   "cli": "`replicator replicate` (new process each time), default target"}
         rows = []
         for path, samples in self.samples.items():
@@ -182,8 +185,28 @@ class _SshEnd:
                          identity_file=str(server.identity_file), known_hosts=str(server.known_hosts))
         self.where = "host bench"
 
+        self.server = server
+        self.masters: Masters | None = None
+        self.twin: _SshEnd | None = None
+
     def stream_argv(self, argv) -> list[str]:
-        return ssh_client_argv(self.host) + [shlex.join(argv)]
+        client = ssh_client_argv(self.host)
+        return (self.masters.client_argv("bench", client) if self.masters else client) + [shlex.join(argv)]
+
+    def shared(self, meter: CpuMeter) -> "_SshEnd":
+        """A twin of this end whose streams go through a master started now and kept for the
+        run (stopped by `close`); the master's CPU is metered."""
+        if self.twin is None:
+            self.twin = _SshEnd(self.server)
+            self.twin.masters = Masters()
+            self.twin.stream_argv(["true"])
+            meter.daemons.append(self.twin.masters._running["bench"].pid)
+            time.sleep(2)  # connected before the first timed stream
+        return self.twin
+
+    def close(self) -> None:
+        if self.twin is not None and self.twin.masters is not None:
+            self.twin.masters.close()
 
 
 def pipe_case(stack: ExitStack, work: Path, server, size: int) -> Case:
@@ -196,7 +219,9 @@ def pipe_case(stack: ExitStack, work: Path, server, size: int) -> Case:
     sink = ["sh", "-c", "cat > /dev/null"]
     raw_cmd = f"cat {shlex.quote(str(blob))} | {shlex.join(raw_ssh(server))} {shlex.quote(shlex.join(sink))}"
     case = Case("pipe", size, lambda: None, raw_cmd, "", work / "none", CpuMeter([server.pid], [server.pid]))
-    case.transfer_only = (LocalRunner(), ["cat", str(blob)], _SshEnd(server), sink)
+    end = _SshEnd(server)
+    stack.callback(end.close)
+    case.transfer_only = (LocalRunner(), ["cat", str(blob)], end, sink)
     return case
 
 
