@@ -40,7 +40,9 @@ def _frame(command: str, marker: str) -> bytes:
 class RemoteShell:
     def __init__(self, process: asyncssh.SSHClientProcess, marker: str) -> None:
         self._process = process
-        self._marker = marker.encode()
+        self._marker = marker
+        self._stdout_end = f"\n{marker} ".encode()   # then the exit status and a newline
+        self._stderr_end = f"\n{marker}\n".encode()
         self.closed = False
 
     @classmethod
@@ -67,7 +69,7 @@ class RemoteShell:
         if not self.alive:
             raise ShellLost("the shell has ended")
         try:
-            self._process.stdin.write(_frame(command, self._marker.decode()))
+            self._process.stdin.write(_frame(command, self._marker))
             outcome = _Outcome()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_stdout, outcome)
@@ -81,16 +83,15 @@ class RemoteShell:
         return outcome.status, outcome.stdout, outcome.stderr
 
     async def _read_stdout(self, outcome: "_Outcome") -> None:
-        separator = b"\n" + self._marker + b" "
-        data = await aio_as_trio(self._process.stdout.readuntil)(separator)
+        data = await aio_as_trio(self._process.stdout.readuntil)(self._stdout_end)
         status_line = await aio_as_trio(self._process.stdout.readuntil)(b"\n")
         if not _STATUS.fullmatch(status_line):
             raise EOFError("garbled status line")
-        outcome.stdout, outcome.status = data[:-len(separator)], int(status_line)
+        outcome.stdout, outcome.status = data[:-len(self._stdout_end)], int(status_line)
 
     async def _read_stderr(self, outcome: "_Outcome") -> None:
-        separator = b"\n" + self._marker + b"\n"
-        outcome.stderr = (await aio_as_trio(self._process.stderr.readuntil)(separator))[:-len(separator)]
+        data = await aio_as_trio(self._process.stderr.readuntil)(self._stderr_end)
+        outcome.stderr = data[:-len(self._stderr_end)]
 
     @property
     def alive(self) -> bool:
