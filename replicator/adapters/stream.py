@@ -20,8 +20,8 @@ import errno
 import os
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 import trio
@@ -49,11 +49,21 @@ class Progress:
     expected: int | None = None
     limit: int | None = None  # bytes per second, None: as fast as the pipes go
     bytes: int = 0
-    started: float = field(default_factory=time.monotonic)
+    # Seconds on a monotonic clock; a test passes a fake one to know the rate it will read.
+    clock: Callable[[], float] = time.monotonic
+    started: float | None = None  # on `clock`; None: now
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
+
+    @property
+    def elapsed(self) -> float:
+        return self.clock() - self.started
 
     @property
     def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.elapsed
         return self.bytes / elapsed if elapsed > 0 else 0.0
 
     @property
@@ -83,7 +93,7 @@ def _relay(source: int, sink: int, progress: Progress) -> None:
                 return
             progress.bytes += moved
             if progress.limit:
-                ahead = progress.bytes / progress.limit - (time.monotonic() - progress.started)
+                ahead = progress.bytes / progress.limit - progress.elapsed
                 if ahead > 0:
                     time.sleep(ahead)
     finally:
@@ -133,7 +143,7 @@ async def transfer(sender: Runner, send_argv: Sequence[str], receiver: Runner,
         _check_decompressor(receiving)
     raise_first_failure(senders, receiving)
     log.info("transfer done", label=progress.label, bytes=progress.bytes,
-             seconds=round(time.monotonic() - progress.started, 3))
+             seconds=round(progress.elapsed, 3))
     return progress.bytes
 
 

@@ -15,6 +15,7 @@ from faultproxy import FaultProxy
 from replicator.sandbox import write_known_hosts
 from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
                      zfs_mountpoint, zfs_received_tree, zfs_snapshots)
+from waiting import bytes_read, pids, wait_for
 
 
 def btrfs_world(make_btrfs, tmp_path, *, size=32 << 20, target_size=512, target_extra="", host=""):
@@ -66,20 +67,20 @@ def test_a_link_that_drops_or_stalls_mid_stream(mode, make_btrfs, sshd, tmp_path
     assert len(list((src / ".snapshots").iterdir())) == 1, "no snapshot lost"
 
 
-def pids(pattern: str) -> list[int]:
-    return [int(p) for p in subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()]
-
-
-def kill_when_streaming(config, pattern: str, streaming: str | None = None, env=None):
-    """Start `replicator replicate`, wait until the stream flows (a process matching
-    `streaming`, by default `pattern` itself), then SIGKILL the process matching `pattern`."""
+def kill_when_streaming(config, pattern: str, streaming: str | None = None, env=None, flowed: int = 2 << 20):
+    """Start `replicator replicate`, wait until `flowed` bytes of the stream reached its receiver
+    (the processes matching `streaming`, by default `pattern` itself), then SIGKILL the process
+    matching `pattern`."""
     proc = subprocess.Popen([sys.executable, "-m", "replicator", "replicate", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "STATE_DIRECTORY": str(config.parent / "state"), **(env or {})})
-    deadline = time.monotonic() + 60
-    while not pids(streaming or pattern) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
+    try:
+        wait_for(lambda: bytes_read(streaming or pattern) >= flowed or proc.poll() is not None,
+                 f"{flowed} bytes read by {streaming or pattern}")
+    except AssertionError:
+        proc.kill()
+        raise
+    assert proc.poll() is None, f"replicate ended before the stream flowed: {proc.communicate()}"
     victims = pids(pattern)
     assert victims, f"nothing matched {pattern}"
     os.kill(victims[0], signal.SIGKILL)
@@ -103,9 +104,7 @@ def test_kill_9_mid_stream_resumes_without_resending(victim, make_btrfs, tmp_pat
                "replicator": f"replicator replicate --config {config}"}[victim]
     code, out, err = kill_when_streaming(config, pattern, streaming=f"dd of={dst}")
     assert code != 0
-    time.sleep(0.5)
-    leftovers = subprocess.run(["pgrep", "-f", f"btrfs send .*{src}|dd of={dst}"], capture_output=True)
-    assert leftovers.returncode == 1, "send or spool writer outlived the failure"
+    wait_for(lambda: not pids(f"btrfs send .*{src}|dd of={dst}"), "send and spool writer to end with the failure")
     [spool] = (dst / "backup" / ".replicator-spool").iterdir()
     kept = spool.stat().st_size
     assert kept > 0
@@ -213,9 +212,7 @@ def test_two_replications_of_one_target_at_once(make_btrfs, tmp_path):
     env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")}
     first = subprocess.Popen([sys.executable, "-m", "replicator", "replicate", "--config", str(config)],
                              stdout=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 20
-    while not pids(f"btrfs receive --chroot -- {dst}") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: bytes_read(f"btrfs receive --chroot -- {dst}"), "the first replication's receive")
     second = cli(config, "replicate")
     assert second.code == 3 and "busy" in second.out
     out, _ = first.communicate(timeout=60)

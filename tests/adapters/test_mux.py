@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import pytest
 
 from replicator.adapters.runner import SshRunner, ssh_hosts
 from replicator.cli.common import run_async
 from test_shell import host_of
+from waiting import wait_for
 
 pytestmark = pytest.mark.ssh
 
@@ -23,13 +23,6 @@ def over_ssh(argv: list[str]) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
-
-
-def wait_for(predicate, what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def with_runner(server, work):

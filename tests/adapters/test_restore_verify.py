@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import datetime, timezone
 
+from replicator.core.names import snapshot_name
 from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
                      zfs_mountpoint, zfs_received_tree, zfs_snapshots)
+from waiting import wait_for
 
 
 def btrfs_setup(make_btrfs, tmp_path):
@@ -136,8 +139,9 @@ def test_diff_lists_what_changed(make_btrfs, tmp_path):
     write_files(src / "data", 2)
     os.remove(src / "data" / "blob-1.bin")
     shutil.copy(src / "data" / "blob-2.bin", src / "data" / "copy of blob.bin")
-    import time
-    time.sleep(1)
+    # Snapshot names have a resolution of one second: the second one needs a name of its own.
+    [taken] = [p.name for p in (src / ".snapshots").iterdir()]
+    wait_for(lambda: snapshot_name("replicator", datetime.now(timezone.utc)) not in taken, "the clock's next second")
     assert cli(config, "snapshot").code == 0
     first, second = sorted(p.name.partition("@")[2] for p in (src / ".snapshots").iterdir())
     result = cli(config, "diff", "home", first, second)

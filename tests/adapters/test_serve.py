@@ -18,7 +18,6 @@ import stat
 import struct
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from replicator.core.planner import Step, StepKind
 from replicator.sandbox import SshServer, file_pool, loop_btrfs
 from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
                      zfs_mountpoint, zfs_received_tree, zfs_snapshots)
+from waiting import blocked_lock_waiters, wait_for
 
 PYTHON = sys.executable  # the venv's interpreter, by absolute path: sshd's PATH does not know it
 SNAP = "replicator_20261125T140000Z"
@@ -427,13 +427,13 @@ def test_writes_below_a_root_wait_while_a_stream_is_received_there(receive_site)
                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     making = None
     try:
-        deadline = time.monotonic() + 30
-        while not any(e.get("argv", [])[:2] == ["btrfs", "receive"] for e in entries()[logged:]):
-            assert time.monotonic() < deadline, "the receive never started"
-            time.sleep(0.1)
+        wait_for(lambda: any(e.get("argv", [])[:2] == ["btrfs", "receive"] for e in entries()[logged:]),
+                 "the receive to start")
+        waiting_before = blocked_lock_waiters()
         making = subprocess.Popen(site.server.ssh_argv(shlex.join(["mkdir", "-p", "--", f"{site.droot}/made"])))
         assert ssh(site.server, shlex.join(["test", "-d", str(site.droot)])).returncode == 0  # reads go on
-        time.sleep(2)
+        wait_for(lambda: blocked_lock_waiters() > waiting_before or making.poll() is not None,
+                 "the mkdir to wait for the root's lock")
         assert making.poll() is None and not (site.droot / "made").exists()
     finally:
         receiving.stdin.close()  # an empty stream: the receive fails and lets go of the lock

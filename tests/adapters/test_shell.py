@@ -15,6 +15,7 @@ from replicator.cli.common import run_async
 from replicator.core.config import Config, Host
 from replicator.engine.context import open_context
 from replicator.sandbox import SshServer
+from waiting import pids, wait_until
 
 pytestmark = pytest.mark.ssh
 
@@ -104,8 +105,17 @@ def test_start_up_output_is_not_taken_for_a_command_output(sshd):
 def test_a_cancelled_command_abandons_only_its_shell(sshd):
     async def work(runner, hosts):
         before = (await runner.run(PARENT)).stdout
-        with trio.move_on_after(0.5) as cancelled:
-            await runner.run(["sleep", "30"])
+        asleep = f"sleep 60.{os.getpid()}"   # a name of its own, to see it on this machine
+        cancelled = trio.CancelScope()
+
+        async def sleeper() -> None:
+            with cancelled:
+                await runner.run(asleep.split())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sleeper)
+            await wait_until(lambda: pids(f"^{asleep}$"), "the remote sleep to start")
+            cancelled.cancel()
         after = [(await runner.run(PARENT)).stdout for _ in range(2)]
         return cancelled.cancelled_caught, before, after
 
@@ -119,9 +129,7 @@ def test_a_shell_that_died_while_idle_is_replaced(sshd):
         first = (await runner.run(PARENT)).stdout
         os.kill(int(first.split()[0]), signal.SIGKILL)   # the sshd is on this machine
         shell = runner._shells._idle[0]
-        with trio.fail_after(10):
-            while shell.alive:
-                await trio.sleep(0.05)
+        await wait_until(lambda: not shell.alive, "the killed shell to be seen dead")
         return first, await runner.run(PARENT)
 
     first, second = with_runner(sshd, work, shells=True)

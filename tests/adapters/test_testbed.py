@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from replicator.sandbox import (
     write_wrong_known_hosts,
 )
 from replicator.sandbox.btrfs import loop_devices_of
+from waiting import wait_for
 
 
 def sh(*argv: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -92,10 +92,7 @@ def test_loop_btrfs_detaches_even_while_a_file_is_open(tmp_path: Path) -> None:
     finally:
         busy.close()
     # The kernel frees the autoclear loop device once the last user is gone.
-    deadline = time.monotonic() + 10
-    while str(image) in loop_backing_files() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert str(image) not in loop_backing_files()
+    wait_for(lambda: str(image) not in loop_backing_files(), "the loop device to be freed")
 
 
 def test_make_btrfs_gives_separate_filesystems(make_btrfs) -> None:
@@ -203,11 +200,11 @@ def test_loopback_sshd_is_gone_after_exit(tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        assert _wait_for(lambda: _processes_mentioning(remote_sleep))
+        wait_for(lambda: _processes_mentioning(remote_sleep), "the remote sleep to start")
 
     assert not Path(f"/proc/{server.pid}").exists()
     assert session.wait(10) == 255
-    assert _wait_for(lambda: not _processes_mentioning(remote_sleep))
+    wait_for(lambda: not _processes_mentioning(remote_sleep), "the remote sleep to end with its client")
     assert not _processes_mentioning(str(tmp_path))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((server.address, server.port), timeout=2)
@@ -224,12 +221,3 @@ def _processes_mentioning(text: str) -> list[int]:
         if text in cmdline and int(proc.name) != os.getpid():
             found.append(int(proc.name))
     return found
-
-
-def _wait_for(condition, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True

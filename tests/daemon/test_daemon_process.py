@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "adapters"))
 from support import btrfs_job, cli, run, target_table, tree_digest, write_files  # noqa: E402
+from waiting import HANG, wait_for  # noqa: E402
 
 
 class Daemon:
@@ -25,7 +26,7 @@ class Daemon:
         self.notify_path = config.parent / "notify.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.notify_path))
-        self.notify.settimeout(30)
+        self.notify.settimeout(HANG)
         self.stderr = open(config.parent / "daemon.stderr", "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "replicator", "daemon", "--config", str(config)],
@@ -61,16 +62,6 @@ def status(config: Path) -> dict:
     return result.json
 
 
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def config_text(src: Path, dst: Path, state: Path, *, rate_limit: str | None = None, every: str = "1h",
                 name: str = "home", resumable: str | None = None) -> str:
     data = src / "data"
@@ -102,7 +93,7 @@ def test_daemon_replicates_on_schedule_reports_status_and_reloads(pools, tmp_pat
         daemon.messages_until("READY=1")
         # No snapshot yet, so one is due at once, and replication follows it.
         doc = wait_for(lambda: (d := status(config))["jobs"][0]["targets"][0]["target_snapshots"] and d,
-                       what="the first replication")
+                       "the first replication")
         assert doc["daemon"]["running"] is True and doc["daemon"]["pid"] == daemon.proc.pid
         job = doc["jobs"][0]
         assert job["source_snapshots"] == 1 and job["last_snapshot"]["name"].startswith("replicator_")
@@ -118,7 +109,7 @@ def test_daemon_replicates_on_schedule_reports_status_and_reloads(pools, tmp_pat
                           + btrfs_job("second", [src / "data"], src / ".snapshots2",
                                       [target_table(str(dst / "backup2"))]))
         daemon.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: len(status(config)["jobs"]) == 2, what="the reloaded config")
+        wait_for(lambda: len(status(config)["jobs"]) == 2, "the reloaded config")
 
         # A bad one is refused and the old one keeps running. (The CLI reads the socket's
         # place from a config too, so ask with a copy of the good one.)
@@ -126,7 +117,7 @@ def test_daemon_replicates_on_schedule_reports_status_and_reloads(pools, tmp_pat
         good.write_text(config.read_text())
         config.write_text("[[job]]\nname = 'broken'\n")
         daemon.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "reload rejected" in daemon.log(), what="the rejection")
+        wait_for(lambda: "reload rejected" in daemon.log(), "the rejection")
         assert "job[0].source: required option is missing" in daemon.log()
         assert daemon.proc.poll() is None
         assert [j["name"] for j in status(good)["jobs"]] == ["home", "second"]
@@ -152,8 +143,8 @@ def test_second_daemon_names_the_first_and_sigterm_stops_a_transfer_cleanly(pool
         assert second.code == 2
         assert f"pid {daemon.proc.pid}" in second.err and "already uses state directory" in second.err
 
-        doc = wait_for(lambda: (d := status(config))["jobs"][0]["targets"][0]["transfer"] and d,
-                       what="a transfer under way")
+        doc = wait_for(lambda: ((d := status(config))["jobs"][0]["targets"][0]["transfer"] or {}).get("bytes") and d,
+                       "a transfer under way")
         transfer = doc["jobs"][0]["targets"][0]["transfer"]
         assert transfer["bytes"] > 0 and 0 < transfer["rate"] < 8 << 20
         assert doc["jobs"][0]["running"] == "replicate"
@@ -163,7 +154,7 @@ def test_second_daemon_names_the_first_and_sigterm_stops_a_transfer_cleanly(pool
         started = time.monotonic()
         code = daemon.stop()
     assert code == 0, daemon.log()
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 60, "SIGTERM must stop a transfer, not wait for its end"
     stray = subprocess.run(["pgrep", "-f", f"btrfs (send|receive).*{dst}"], capture_output=True)
     assert stray.returncode == 1, "send/receive processes outlived the daemon"
     records = cli(config, "log", "--json").json
@@ -176,13 +167,18 @@ def test_second_daemon_names_the_first_and_sigterm_stops_a_transfer_cleanly(pool
     assert "not running" in cli(config, "status").out
 
 
+def spooled(dst: Path) -> int:
+    """Bytes in the target's spool files so far."""
+    spool = dst / "backup" / ".replicator-spool"
+    return sum(f.stat().st_size for f in spool.iterdir()) if spool.is_dir() else 0
+
+
 def test_a_daemon_killed_mid_stream_leaves_a_resumable_spool(pools, tmp_path):
     src, dst = pools
     config, daemon = slow_transfer_daemon(src, dst, tmp_path, resumable="true")
     try:
         daemon.messages_until("READY=1")
-        wait_for(lambda: status(config)["jobs"][0]["targets"][0]["transfer"], what="a transfer under way")
-        time.sleep(1)
+        wait_for(lambda: spooled(dst) >= 1 << 20, "the first MiB in the spool")
         daemon.proc.kill()   # as the OOM killer would
         daemon.proc.wait(timeout=10)
     finally:

@@ -2,35 +2,48 @@
 
 from __future__ import annotations
 
-import time
-
 from replicator.adapters.stream import Progress
+from replicator.cli.progress import _describe
 from replicator.daemon.service import transfer_doc
 
 
+class FakeClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def two_seconds_in(moved: int, expected: int | None = None, label: str = "job/target tank/data") -> Progress:
+    clock = FakeClock()
+    progress = Progress(label, expected=expected, clock=clock)
+    clock.now += 2
+    progress.bytes = moved
+    return progress
+
+
 def test_an_estimated_stream_gets_an_eta_from_its_rate():
-    progress = Progress("job/target tank/data", expected=10_000_000, started=time.monotonic() - 2)
-    progress.bytes = 2_000_000
-    doc = transfer_doc(progress)
-    assert doc["expected"] == 10_000_000 and 900_000 <= doc["rate"] <= 1_000_000
-    assert 8 <= doc["eta_seconds"] <= 9
+    doc = transfer_doc(two_seconds_in(2_000_000, expected=10_000_000))
+    assert doc["expected"] == 10_000_000 and doc["rate"] == 1_000_000
+    assert doc["eta_seconds"] == 8
 
 
 def test_a_stream_of_unknown_size_or_past_its_estimate_has_none():
-    unknown = Progress("a", started=time.monotonic() - 2)
-    unknown.bytes = 1000
-    over = Progress("b", expected=500, started=time.monotonic() - 2)
-    over.bytes = 1000
-    assert transfer_doc(unknown)["eta_seconds"] is None
-    assert transfer_doc(over)["eta_seconds"] is None
+    assert transfer_doc(two_seconds_in(1000))["eta_seconds"] is None
+    assert transfer_doc(two_seconds_in(1000, expected=500))["eta_seconds"] is None
+
+
+def test_a_stream_that_has_not_moved_yet_has_no_rate_and_no_eta():
+    clock = FakeClock()
+    progress = Progress("a", expected=500, clock=clock)
+    assert progress.rate == 0 and progress.eta is None
 
 
 def test_the_progress_line_shows_the_estimate_and_time_left_when_known():
-    from replicator.cli.progress import _describe
-
-    known = Progress("job/t tank/data", expected=10 << 20, started=time.monotonic() - 2)
-    known.bytes = 2 << 20
-    unknown = Progress("job/t /srv/home", started=time.monotonic() - 2)
-    unknown.bytes = 2 << 20
-    assert "of ~" in _describe(known) and _describe(known).endswith("s left")
+    known = two_seconds_in(2 << 20, expected=10 << 20)
+    unknown = two_seconds_in(2 << 20, label="job/t /srv/home")
+    assert "of ~" in _describe(known) and _describe(known).endswith("8 s left"), _describe(known)
     assert "of ~" not in _describe(unknown) and "left" not in _describe(unknown)

@@ -7,6 +7,7 @@ import pytest
 
 import guest_support as on_guest
 from support import target_table, zfs_job
+from waiting import wait_for
 
 pytestmark = pytest.mark.openzfs
 
@@ -22,18 +23,43 @@ def setup_job(guest_replicator, guest_datasets, *, rate_limit: str | None = None
     return guest, dataset, f"{backup}/{dataset}", config
 
 
-def interrupted_replication(guest_replicator, config: str, seconds: int) -> None:
-    """`replicator replicate` on the guest, SIGKILLed after `seconds` (mid-stream)."""
+# A shell loop over the guest's `zfs receive` processes (as $p, their /proc directory).
+RECEIVES = ("for p in /proc/[0-9]*; do case \"$(tr '\\0' ' ' 2>/dev/null <$p/cmdline)\" in "
+            "'zfs receive '*) ;; *) continue;; esac;")
+
+
+def interrupted_replication(guest_replicator, config: str, received: int = 4 << 20) -> None:
+    """`replicator replicate` on the guest, SIGKILLed once its `zfs receive` has read `received`
+    bytes, and waited for until the partial stream is saved (a resume token on the copy).
+
+    Under emulation the stream starts tens of seconds after the command (interpreter, key
+    exchange, probe, listings), so the kill follows the bytes, not the clock."""
     guest = guest_replicator.guest
     guest.sh("cat > /tmp/interrupted.toml", input=config)
-    guest.sh(f"PYTHONPATH={guest_replicator.pythonpath} timeout -s KILL {seconds} python3 -m replicator "
-             "replicate --config /tmp/interrupted.toml", check=False)
+    pid = guest.sh(f"PYTHONPATH={guest_replicator.pythonpath} setsid python3 -m replicator replicate "
+                   "--config /tmp/interrupted.toml >/tmp/interrupted.log 2>&1 </dev/null & echo $!").stdout.strip()
+
+    def receiving() -> int:
+        done = guest.sh(f"{RECEIVES} sed -n 's/^rchar: //p' $p/io; done; kill -0 {pid} || echo gone",
+                        check=False).stdout.split()
+        if "gone" in done:
+            raise AssertionError("replicate ended before the stream was interrupted: "
+                                 + guest.sh("cat /tmp/interrupted.log").stdout)
+        return sum(int(n) for n in done)
+
+    try:
+        wait_for(lambda: receiving() >= received, f"{received} bytes read by zfs receive on the guest",
+                 interval=0.5)
+    finally:
+        guest.sh(f"kill -KILL {pid}", check=False)
+    wait_for(lambda: not guest.sh(f"{RECEIVES} echo $p; done", check=False).stdout.strip(),
+             "the interrupted receive to end", interval=0.5)
 
 
 def test_an_interrupted_full_send_resumes_from_its_token(guest_replicator, guest_datasets):
     guest, dataset, copy, config = setup_job(guest_replicator, guest_datasets, rate_limit="1M", size_kb=32768)
     assert guest_replicator.cli(config, "snapshot").code == 0
-    interrupted_replication(guest_replicator, config, 15)
+    interrupted_replication(guest_replicator, config)
     token = on_guest.prop(guest, copy, "receive_resume_token")
     assert token not in ("", "-"), "receive -s kept the partial stream"
     done = guest_replicator.cli(config.replace('rate_limit = "1M"\n', ""), "replicate", "--json")
@@ -53,7 +79,7 @@ def test_a_stale_token_is_aborted_and_an_incremental_follows(guest_replicator, g
     [first] = on_guest.snapshots(guest, dataset)
     on_guest.write_files(guest, on_guest.mountpoint(guest, dataset), 2, size_kb=32768)
     assert guest_replicator.cli(config, "snapshot").code == 0
-    interrupted_replication(guest_replicator, config, 15)
+    interrupted_replication(guest_replicator, config)
     assert on_guest.prop(guest, copy, "receive_resume_token") not in ("", "-")
     # The snapshot the token resumes is gone (destroyed by hand, hold released first).
     _, second = on_guest.snapshots(guest, dataset)
