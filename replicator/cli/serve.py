@@ -30,13 +30,16 @@ import signal
 import stat
 import sys
 import syslog
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Sequence
 
 from replicator import __version__
+from replicator.adapters import beneath, receive_guard
 from replicator.core.compress import DECOMPRESS
 from replicator.core.endpoint import (EXIT_REJECTED, Policy, Rejection, Request, confine,
                                       parse_request, probe_answer)
+from replicator.core.endpoint_args import Role, collapse
 from replicator.core.errors import ReplicatorError
 
 # Commands are looked up here, never on the PATH sshd (or the client) set.
@@ -66,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot-prefix", action="append", default=[], metavar="PREFIX",
                         help="snapshots named PREFIX_YYYYmmddTHHMMSSZ may be pruned "
                              "(repeatable; default: replicator)")
+    parser.add_argument("--job", action="append", default=[], metavar="JOB",
+                        help="a job name of the client (repeatable): its hold tags replicator.JOB.* are "
+                             "the only ones this key may place or release")
     parser.add_argument("--no-prune", dest="prune", action="store_false",
                         help="refuse zfs destroy, zfs rollback and btrfs subvolume delete: a compromised client "
                              "cannot prune its backups away (prune on this host instead)")
@@ -76,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    policy = Policy.build(args.role, args.root, args.snapshot_prefix, prune=args.prune)
+    policy = Policy.build(args.role, args.root, args.snapshot_prefix, prune=args.prune, jobs=args.job)
     return serve(os.environ.get("SSH_ORIGINAL_COMMAND"), policy, log_file=args.log,
                  lock_dir=args.lock_dir)
 
@@ -94,18 +100,72 @@ def serve(original: str | None, policy: Policy, *, log_file: str | None = None,
             decision = Rejection(f"cannot take the lock of the roots in {lock_dir}: {e}")
     if isinstance(decision, Request):
         decision = confine(decision, policy, os.path.realpath)
+    if isinstance(decision, Request) and not decision.probe:
+        try:
+            decision = _isolate(decision, policy)
+        except LookupError as e:
+            print(f"replicator serve: {e}", file=sys.stderr)
+            return EXIT_NOT_FOUND
     try:
         _log(decision, original, policy, log_file)
     except OSError as e:
         decision = Rejection(f"cannot write the log {log_file}: {e}")
     if isinstance(decision, Rejection):
-        print(f"replicator serve: rejected: {decision.reason}", file=sys.stderr, flush=True)
-        return EXIT_REJECTED
+        return _reject(decision)
     if decision.probe:
         has_zstd = shutil.which(DECOMPRESS[0], path=SAFE_PATH) is not None
         print(probe_answer(policy, __version__, decompress=has_zstd), flush=True)
         return 0
-    return _exec(decision.argv, decompress=decision.decompress)
+    if decision.read_beneath:
+        return beneath.answer(decision.argv, _resolved_roots(policy), _clean_environment())
+    if decision.command == "btrfs receive":
+        try:
+            return receive_guard.btrfs_receive(decision.argv[-1], _spool_of(decision.argv), _clean_environment(),
+                                               policy.snapshot_prefixes)
+        except receive_guard.Refused as e:
+            refused = Rejection(f"btrfs receive: {e}")
+            _log(refused, original, policy, log_file)
+            return _reject(refused)
+    return _exec(decision.argv)
+
+
+def _reject(decision: Rejection) -> int:
+    print(f"replicator serve: rejected: {decision.reason}", file=sys.stderr, flush=True)
+    return EXIT_REJECTED
+
+
+def _isolate(request: Request, policy: Policy) -> Request | Rejection:
+    """`request`, once what the kernel and ZFS cannot enforce for a receive is checked here; or
+    why not. A compressed stream is decompressed from here on, so that its first record can be read.
+
+    Raises LookupError when zstd is needed and not installed."""
+    try:
+        if policy.role is Role.RECEIVE and request.paths:
+            receive_guard.check_btrfs_roots(policy.path_roots)
+        if request.decompress:
+            _decompress_stdin(_found(DECOMPRESS[0]))
+        if request.command == "zfs receive" and "-A" not in request.argv:
+            receive_guard.check_zfs_inert(request.argv[-1], _clean_environment())
+            receive_guard.check_zfs_stream(0)
+            return replace(request, argv=tuple(receive_guard.zfs_receive_argv(request.argv)))
+    except receive_guard.Refused as e:
+        return Rejection(f"{request.command}: {e}")
+    return request
+
+
+def _found(program: str) -> str:
+    found = shutil.which(program, path=SAFE_PATH)
+    if found is None:
+        raise LookupError(f"{program}: command not found on this host")
+    return found
+
+
+def _spool_of(argv: Sequence[str]) -> str | None:
+    return argv[argv.index("-f") + 1] if "-f" in argv else None
+
+
+def _resolved_roots(policy: Policy) -> tuple[str, ...]:
+    return tuple(collapse(os.path.realpath(r)) for r in policy.path_roots)
 
 
 def authorize(original: str | None, policy: Policy) -> Request | Rejection:
@@ -114,25 +174,21 @@ def authorize(original: str | None, policy: Policy) -> Request | Rejection:
     return confine(decision, policy, os.path.realpath) if isinstance(decision, Request) else decision
 
 
-def _exec(argv: Sequence[str], *, decompress: bool = False) -> int:
-    """Become `argv`; with `decompress`, behind a `zstd -dcq` that turns our stdin into its stdin."""
-    programs = [argv[0]] + ([DECOMPRESS[0]] if decompress else [])
-    found = [shutil.which(name, path=SAFE_PATH) for name in programs]
-    for name, program in zip(programs, found):
-        if program is None:
-            print(f"replicator serve: {name}: command not found on this host", file=sys.stderr)
-            return EXIT_NOT_FOUND
+def _exec(argv: Sequence[str]) -> int:
+    """Become `argv`."""
+    program = shutil.which(argv[0], path=SAFE_PATH)
+    if program is None:
+        print(f"replicator serve: {argv[0]}: command not found on this host", file=sys.stderr)
+        return EXIT_NOT_FOUND
     sys.stdout.flush()
     sys.stderr.flush()
     # Python ignores these; an ignored signal stays ignored across exec (subprocess restores them too).
     for name in ("SIGPIPE", "SIGXFSZ"):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
     try:
-        if decompress:
-            _decompress_stdin(found[1])
-        os.execve(found[0], list(argv), _clean_environment())
+        os.execve(program, list(argv), _clean_environment())
     except OSError as e:
-        print(f"replicator serve: cannot run {e.filename or found[0]}: {e}", file=sys.stderr)
+        print(f"replicator serve: cannot run {e.filename or program}: {e}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     raise AssertionError("unreachable")  # pragma: no cover
 

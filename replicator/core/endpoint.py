@@ -60,6 +60,9 @@ class Request:
     reads_stream: bool = False
     # Asked for behind `zstd -dcq | `: run zstd -dcq from our stdin into the command's.
     decompress: bool = False
+    # Only reads a path: answered from a descriptor opened beneath the root, not executed on
+    # a name that a stream could swap for a symlink after the check.
+    read_beneath: bool = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,6 +91,7 @@ class Shape:
     writes_paths: bool = False
     exec_flags: tuple[str, ...] = ()      # inserted after the command words when executed
     reads_stream: bool = False            # reads a send stream on stdin
+    read_beneath: bool = False            # only reads the path in its last argument
 
     def match(self, argv: list[str], policy: Policy) -> Request | str | None:
         """A Request, a reason (the shape fits but an argument does not), or None."""
@@ -113,12 +117,13 @@ class Shape:
                     paths.append((len(out), p))
                     value = p.normalise(value)
             out.append(value)
-        return Request(self.command, tuple(out), tuple(paths), self.writes_paths, reads_stream=self.reads_stream)
+        return Request(self.command, tuple(out), tuple(paths), self.writes_paths, reads_stream=self.reads_stream,
+                       read_beneath=self.read_beneath)
 
 
 def _shapes(command: str, *parts: str | Arg | Opt | Alt, repeat_last: bool = False,
             writes_paths: bool = False, exec_flags: tuple[str, ...] = (),
-            reads_stream: bool = False) -> list[Shape]:
+            reads_stream: bool = False, read_beneath: bool = False) -> list[Shape]:
     usage = " ".join([command] + [_usage(p) for p in parts]) + (" ..." if repeat_last else "")
     variants: list[tuple[str | Arg, ...]] = [()]
     for part in parts:
@@ -129,7 +134,8 @@ def _shapes(command: str, *parts: str | Arg | Opt | Alt, repeat_last: bool = Fal
         else:
             choices = ((part,),)
         variants = [v + c for v in variants for c in choices]
-    return [Shape(command, usage, v, repeat_last, writes_paths, exec_flags, reads_stream) for v in variants]
+    return [Shape(command, usage, v, repeat_last, writes_paths, exec_flags, reads_stream, read_beneath)
+            for v in variants]
 
 
 def _usage(part: str | Arg | Opt | Alt) -> str:
@@ -155,9 +161,11 @@ _LISTING = [
              DatasetArg(W)),
     *_shapes("zfs list", "-H", "-p", "-t", "bookmark", Alt((("-r",), ("-d", "1"))), "-o",
              "name,guid,createtxg,creation", DatasetArg(W)),
-    *_shapes("test", "-d", PathArg(W)),
-    *_shapes("findmnt", "-J", "-o", "FSROOT,TARGET,FSTYPE", "-T", PathArg(W)),
-    *_shapes("btrfs subvolume list", "-o", "-u", "-R", "-c", PathArg(W)),
+    *_shapes("test", "-d", PathArg(W), read_beneath=True),
+    *_shapes("findmnt", "-J", "-o", "FSROOT,TARGET,FSTYPE", "-T", PathArg(W), read_beneath=True),
+    # Its output is cut to the subvolumes inside the roots: -o also lists what lies beside a
+    # root that is a plain directory.
+    *_shapes("btrfs subvolume list", "-o", "-u", "-R", "-c", PathArg(W), read_beneath=True),
     *_shapes("mkdir", "-p", "--", PathArg(W), writes_paths=True),
 ]
 
@@ -165,15 +173,15 @@ VOCABULARY: dict[Role, tuple[Shape, ...]] = {
     Role.RECEIVE: tuple(_LISTING + [
         *_shapes("zfs create", "-p", DatasetArg(B)),
         *_shapes("zfs set", "readonly=on", DatasetArg(B)),
+        # Run with -u, and only for a stream that carries no properties (serve looks first).
         *_shapes("zfs receive", Opt(("-s",)), Opt(("-u",)), DatasetArg(B), reads_stream=True),
         *_shapes("zfs receive", "-A", DatasetArg(B)),
-        *_shapes("zfs hold", HoldTagArg(), SnapshotArg(B)),
-        *_shapes("zfs release", HoldTagArg(), SnapshotArg(B)),
         *_shapes("zfs destroy", SnapshotArg(B, ours=True, label=OUR_SNAPSHOT)),
         # Only undoes writes since the newest snapshot (no -r: never destroys one).
         *_shapes("zfs rollback", SnapshotArg(B)),
-        # Always run with --chroot: the stream's own paths ("../../etc/x", absolute symlinks)
-        # then stay inside PATH. A client may ask for it itself.
+        # Always received with --chroot into a private directory beside PATH, then moved into
+        # PATH: the stream's own paths ("../../etc/x", `..` itself) reach nothing else.
+        # A client may ask for --chroot itself.
         *_shapes("btrfs receive", "--", PathArg(W), writes_paths=True, exec_flags=("--chroot",),
                  reads_stream=True),
         *_shapes("btrfs receive", "--chroot", "--", PathArg(W), writes_paths=True, reads_stream=True),
@@ -181,9 +189,9 @@ VOCABULARY: dict[Role, tuple[Shape, ...]] = {
         *_shapes("btrfs receive", "-f", SPOOL_FILE, "--", PathArg(W), writes_paths=True,
                  exec_flags=("--chroot",)),
         *_shapes("btrfs receive", "--chroot", "-f", SPOOL_FILE, "--", PathArg(W), writes_paths=True),
-        *_shapes("df", "--output=avail", "-B1", "--", PathArg(W)),
-        *_shapes("stat", "-c", "%s", "--", SPOOL_FILE),
-        *_shapes("sha256sum", "--", SPOOL_FILE),
+        *_shapes("df", "--output=avail", "-B1", "--", PathArg(W), read_beneath=True),
+        *_shapes("stat", "-c", "%s", "--", SPOOL_FILE, read_beneath=True),
+        *_shapes("sha256sum", "--", SPOOL_FILE, read_beneath=True),
         *_shapes("dd", PathArg(W, spool="file", prefix="of=", label="of=SPOOL_FILE"), "bs=1M",
                  "status=none", Alt((("conv=fsync",), ("conv=notrunc,fsync", "oflag=append"))),
                  writes_paths=True, reads_stream=True),

@@ -17,8 +17,10 @@ from replicator.core.errors import UsageError
 from replicator.core.resume_token import TokenError, decode
 
 DEFAULT_PREFIX = "replicator"
-# Holds this tool may place and release; an admin's own holds (any other tag) stay untouchable.
-HOLD_TAG = re.compile(r"replicator[A-Za-z0-9_.:-]{0,200}", re.ASCII)
+# The holds a key may place and release: replicator.JOB.TARGET of the jobs on its command= line.
+# An admin's own holds, and those of other jobs or other tools, stay untouchable through it.
+HOLD_TAG = re.compile(r"replicator\.[A-Za-z0-9_.:-]{3,200}", re.ASCII)
+_JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)  # as a job's name in the config
 READABLE_PROPERTIES = frozenset({
     "name", "type", "guid", "createtxg", "creation", "receive_resume_token", "userrefs",
     "readonly", "mountpoint", "used", "referenced", "available"})
@@ -48,6 +50,8 @@ class Policy:
     snapshot_prefixes: tuple[str, ...] = (DEFAULT_PREFIX,)
     # False: no destroying at all, so a compromised client cannot prune its own backups away.
     prune: bool = True
+    # The client's job names: the only hold tags it may use are replicator.JOB.TARGET of these.
+    jobs: tuple[str, ...] = ()
 
     @property
     def dataset_roots(self) -> tuple[str, ...]:
@@ -59,7 +63,7 @@ class Policy:
 
     @classmethod
     def build(cls, role: str, roots: Iterable[str], prefixes: Iterable[str] = (), *,
-              prune: bool = True) -> "Policy":
+              prune: bool = True, jobs: Iterable[str] = ()) -> "Policy":
         """A checked policy; raises UsageError naming every bad root or prefix."""
         roots, prefixes = tuple(roots), tuple(prefixes) or (DEFAULT_PREFIX,)
         problems = [] if role in {r.value for r in Role} else [f"role {role!r}: use receive or send"]
@@ -78,9 +82,12 @@ class Policy:
                 problems.append(f"--root {root!r}: {why}")
             cleaned.append(root)
         problems += [f"--snapshot-prefix: {why}" for p in prefixes if (why := names.prefix_problem(p))]
+        jobs = tuple(dict.fromkeys(jobs))
+        problems += [f"--job {job!r}: a job name of letters, digits and _.- (as in the client's config)"
+                     for job in jobs if not _JOB.fullmatch(job)]
         if problems:
             raise UsageError("; ".join(problems), hint="fix the command= option of the authorized_keys line")
-        return cls(Role(role), tuple(dict.fromkeys(cleaned)), tuple(dict.fromkeys(prefixes)), prune)
+        return cls(Role(role), tuple(dict.fromkeys(cleaned)), tuple(dict.fromkeys(prefixes)), prune, jobs)
 
 
 class Arg(Protocol):
@@ -160,7 +167,13 @@ class HoldTagArg:
 
     def problem(self, value: str, policy: Policy) -> str | None:
         if not HOLD_TAG.fullmatch(value):
-            return f"hold tag {value!r}: only tags starting with 'replicator' ([A-Za-z0-9_.:-]) are ours"
+            return f"hold tag {value!r}: only tags replicator.JOB.TARGET ([A-Za-z0-9_.:-]) are ours"
+        if not policy.jobs:
+            return (f"hold tag {value!r}: this key may place no holds; name the client's jobs on its "
+                    "command= line (serve --job JOB), and it may hold and release replicator.JOB.*")
+        if not any(value.startswith(f"replicator.{job}.") and len(value) > len(job) + 12 for job in policy.jobs):
+            return (f"hold tag {value!r} is not one of this key's jobs ({', '.join(policy.jobs)}); "
+                    "a key places and releases only replicator.JOB.TARGET of the jobs named by serve --job")
         return None
 
 

@@ -20,7 +20,7 @@ from replicator.core.resume_token import TokenError, decode
 
 ZROOT, DROOT = "backup/hostA", "/srv/backup/hostA"
 RECEIVE = Policy.build("receive", [ZROOT, DROOT])
-SEND = Policy.build("send", ["tank/data", "/srv/data", "/srv/.snapshots"])
+SEND = Policy.build("send", ["tank/data", "/srv/data", "/srv/.snapshots"], jobs=["j", "pull.job"])
 SNAP = "replicator_20261125T140000Z"
 SPOOL = f"{DROOT}/.replicator-spool/home@{SNAP}.from-nothing.stream"
 
@@ -74,8 +74,6 @@ ACCEPTED_RECEIVE = [
     (cmd("zfs", "receive", "-s", "-u", f"{ZROOT}/tank/data"), None),
     (cmd("zfs", "receive", "-A", f"{ZROOT}/tank/data"), None),
     (cmd("zfs", "set", "readonly=on", f"{ZROOT}/tank/data"), None),
-    (cmd("zfs", "hold", "replicator.tank.offsite", f"{ZROOT}/tank/data@{SNAP}"), None),
-    (cmd("zfs", "release", "replicator.tank.offsite", f"{ZROOT}/tank/data@manual"), None),
     (cmd("zfs", "destroy", f"{ZROOT}/tank/data@{SNAP}"), None),
     (cmd("test", "-d", DROOT), None),
     (cmd("findmnt", "-J", "-o", "FSROOT,TARGET,FSTYPE", "-T", f"{DROOT}/home"), None),
@@ -114,6 +112,8 @@ ACCEPTED_SEND = [
     (cmd("btrfs", "send", "-p", "/srv/.snapshots/home@a", "--", "/srv/.snapshots/home@b"), None),
     (cmd("btrfs", "subvolume", "snapshot", "-r", "--", "/srv/data", f"/srv/.snapshots/data@{SNAP}"), None),
     (cmd("mkdir", "-p", "--", "/srv/.snapshots"), None),
+    (cmd("zfs", "hold", "replicator.pull.job.offsite", f"tank/data@{SNAP}"), None),
+    (cmd("zfs", "release", "replicator.j.backup", "tank/data@manual"), None),
 ]
 
 
@@ -249,10 +249,9 @@ HOSTILE_RECEIVE = [
     # '@' and '#' tricks, holds of others
     ("zfs receive backup/hostA/x@snap", "names a snapshot or bookmark"),
     ("zfs receive 'backup/hostA/x#bm'", "names a snapshot or bookmark"),
-    ("zfs hold keep backup/hostA/x@s", "only tags starting with 'replicator'"),
-    ("zfs release admin-keep backup/hostA/x@s", "only tags starting with 'replicator'"),
-    ("zfs hold -r replicator.j.t backup/hostA/x@s", "not accepted"),
-    ("zfs hold replicator.j.t backup/hostA/x@a@b", "is not a snapshot name"),
+    # A push target's holds are the backup host's own: none are placed or released through a key.
+    ("zfs hold replicator.j.t backup/hostA/x@s", "only for role send"),
+    ("zfs release replicator.j.t backup/hostA/x@s", "only for role send"),
     ("zfs receive 'backup/hostA/ünï'", "ZFS does not allow"),
 ]
 
@@ -287,6 +286,16 @@ def test_hostile_requests_are_refused_with_the_reason(request_text, says):
     ("btrfs subvolume snapshot -r -- /srv/data /srv/.snapshots/data", "only this tool's snapshots"),
     (f"btrfs subvolume snapshot -- /srv/data /srv/.snapshots/data@{SNAP}", "not accepted"),
     ("btrfs receive -- /srv/data", "only for role receive"),
+    # holds of others: the admin's, other jobs', other tools'
+    ("zfs hold keep tank/data@s", "only tags replicator.JOB.TARGET"),
+    ("zfs release admin-keep tank/data@s", "only tags replicator.JOB.TARGET"),
+    ("zfs release replicator.backup-host-job.offsite tank/data@s", "not one of this key's jobs"),
+    ("zfs hold replicator.j tank/data@s", "only tags replicator.JOB.TARGET"),
+    ("zfs hold replicator.jj.t tank/data@s", "not one of this key's jobs"),
+    ("zfs hold replicator.pull.t tank/data@s", "not one of this key's jobs"),
+    ("zfs hold -r replicator.j.t tank/data@s", "not accepted"),
+    ("zfs hold replicator.j.t tank/data@a@b", "is not a snapshot name"),
+    ("zfs hold replicator.j.t tank/other@s", "outside the roots"),
 ])
 def test_send_role_refuses(request_text, says):
     decision = parse_request(request_text, SEND)
@@ -447,16 +456,20 @@ components = st.one_of(
     st.sampled_from(["a", "b c", "..", ".", "-x", "", "hostA", "hostAB", "x@y", "x#y", "ü", SNAP,
                      f"home@{SNAP}", "home@manual", "$(id)", "a;b", "~"]),
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=4))
-datasets = st.builds(lambda base, parts: "/".join([base, *parts]),
+# Names a hair's breadth from a root: a longer sibling, a trailing character, the root's parent.
+boundary_suffixes = st.sampled_from(["", "B", ".", "-", "_", "/", "//", "/.", "/..", "/../hostAB", "@x", "#x",
+                                     "%x", ",x", " ", "\u200b", "\u0301"])
+datasets = st.builds(lambda base, edge, parts: "/".join([base + edge, *parts]),
                      st.sampled_from([ZROOT, ZROOT, "backup", "backup/hostAB", "other", "", "-F",
-                                      "tank/data", "tank/data"]),
-                     st.lists(components, max_size=3))
+                                      "tank/data", "tank/data", "tank", "tank/dat"]),
+                     boundary_suffixes | st.just(""), st.lists(components, max_size=3))
 snapshots = st.builds(lambda ds, sep, name: ds + sep + name, datasets, st.sampled_from(["@", "#", "@@", ""]),
                       st.sampled_from([SNAP, "manual", "x,y", "a%b", "-r", ""]) | components)
-paths = st.builds(lambda base, parts: "/".join([base, *parts]),
+paths = st.builds(lambda base, edge, parts: "/".join([base + edge, *parts]),
                   st.sampled_from([DROOT, DROOT, "/srv/backup", "/srv/backup/hostAB", "/etc", "",
-                                   "//srv/backup/hostA", "/srv/data", "/srv/.snapshots", "/srv/.snapshots"]),
-                  st.lists(components, max_size=3))
+                                   "//srv/backup/hostA", "/srv/data", "/srv/.snapshots", "/srv/.snapshots",
+                                   "/srv/./backup/hostA", "/srv/backup/hostA/../hostA", "/srv/dat", "/srv"]),
+                  boundary_suffixes | st.just(""), st.lists(components, max_size=3))
 words = st.sampled_from(["-r", "-d", "1", "-p", "-F", "-o", "--", "-s", "-u", "-A", "-i", "-I", "-t", "-R",
                          "name,property,value", "guid,type", "all", "readonly=on", "replicator.j.t", "keep"])
 anything = st.one_of(datasets, snapshots, paths, words)
@@ -480,7 +493,9 @@ def values_for(arg) -> st.SearchStrategy[str]:
         "BookmarkArg": tuple(s.map(lambda v: v.replace("@", "#", 1)) for s in (friendly_snapshots, snapshots)),
         "PropertiesArg": (st.sampled_from(["guid", "guid,type,userrefs"]),
                           st.sampled_from(["all", "sharenfs", "a,,b", "guid,"])),
-        "HoldTagArg": (st.just("replicator.j.t"), st.sampled_from(["keep", "-r", "replicator x"])),
+        "HoldTagArg": (st.sampled_from(["replicator.j.t", "replicator.pull.job.offsite"]),
+                       st.sampled_from(["keep", "-r", "replicator x", "replicator.other.t", "replicator.j",
+                                        "replicator.pull.t", "replicator.jj.t"])),
         "ResumeTokenArg": tuple(s.map(lambda v: make_token([("toguid", 1), ("toname", v)]))
                                 for s in (friendly_snapshots, snapshots)),
     }[type(arg).__name__]
@@ -584,3 +599,21 @@ def test_resolved_paths_stay_inside_the_resolved_roots(argv, links):
             path = arg.path(decision.argv[position])
             assert inside(path, roots), (decision, links)
             assert ".." not in path.split("/")
+
+
+WRITES_BELOW = {"zfs create", "zfs set", "zfs receive", "zfs destroy", "zfs rollback", "btrfs subvolume delete"}
+
+
+@settings(max_examples=1500)
+@given(shape_argvs(Role.RECEIVE))
+def test_what_changes_a_dataset_or_deletes_a_subvolume_lies_strictly_below_a_root(argv):
+    """Around the boundary: a write never names a root itself, its parent or a longer sibling."""
+    decision = parse_request(shlex.join(argv), RECEIVE)
+    if not isinstance(decision, Request) or decision.command not in WRITES_BELOW:
+        return
+    for word in decision.argv[len(decision.command.split()):]:
+        if word.startswith("-") or word == "readonly=on":
+            continue
+        name = word.replace("#", "@").partition("@")[0]
+        roots = RECEIVE.path_roots if name.startswith("/") else RECEIVE.dataset_roots
+        assert any(name.startswith(r + "/") and name != r for r in roots), decision
