@@ -7,9 +7,9 @@ names the snapshots on each side, and the caller reports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Sequence
+from typing import Callable, Sequence
 
 from replicator.core.model import Snapshot
 
@@ -65,7 +65,8 @@ class Conflict:
 
 def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
          resume_token: str | None = None, *, intermediates: bool = True,
-         bookmarks: Sequence[Snapshot] = (), allow_rollback: bool = False) -> Plan | Conflict:
+         bookmarks: Sequence[Snapshot] = (), allow_rollback: bool = False,
+         spare: Callable[[str], bool] = lambda name: False) -> Plan | Conflict:
     """What to send so that `target` holds every snapshot of `source` after their common one.
 
     `source` and `target` are ordered oldest first. `target` is None when the target dataset
@@ -76,7 +77,8 @@ def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
     only a bookmark on the source, the first step goes from the bookmark (`-i`, which cannot
     carry intermediates) and the rest as usual. With `allow_rollback`, a diverged target is
     planned back to the common snapshot (`Plan.rollback` names what that destroys) instead of
-    being a conflict.
+    being a conflict, unless a snapshot it would destroy is one that `spare` names (in pull mode:
+    what came from the source, which is not trusted to decide what the backup loses).
     """
     if resume_token is not None:
         return Plan(steps=(Step(StepKind.RESUME, None, resume_token=resume_token),), common=None,
@@ -101,6 +103,12 @@ def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
             Plan(steps=_incremental(common, missing, intermediates), common=common)
     if isinstance(decision, Conflict) and allow_rollback and decision.kind is ConflictKind.TARGET_DIVERGED:
         assert decision.common is not None
+        if spared := [name for name in decision.foreign if spare(name)]:
+            return replace(decision, message=(
+                f"{decision.message}. rollback_diverged does not destroy {', '.join(spared)}: they came "
+                "from the source, and a source (in pull mode, one this host does not trust) that drops "
+                "or rolls back its own snapshots must not make the backup lose its copies. If the "
+                "source's history really changed, rename the target here and replicate again"))
         again = plan(source, _up_to(target, decision.common.guid), intermediates=intermediates,
                      bookmarks=bookmarks)
         assert isinstance(again, Plan)

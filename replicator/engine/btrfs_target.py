@@ -40,7 +40,9 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
         results.append(result)
         received = btrfs_adapter.received_snapshots(target_entries or {}, subvolume)
         decision = plan(btrfs_adapter.source_snapshots(source_entries, subvolume, job.snapshot_prefix),
-                        received or None, intermediates=False, allow_rollback=target.rollback_diverged)
+                        received or None, intermediates=False, allow_rollback=target.rollback_diverged,
+                        # pull mode: every received snapshot came from the source, which decides nothing here
+                        spare=lambda name: source.host is not None)
         if isinstance(decision, Plan) and decision.rollback and not dry_run:
             doomed = [f"{target.path}/{names.btrfs_entry(subvolume, n)}" for n in decision.rollback]
             with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path,

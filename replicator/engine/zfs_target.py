@@ -3,7 +3,7 @@ can, the base pinned by a hold on the source, interrupted receives resumed by to
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import structlog
 
@@ -50,7 +50,7 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
                 continue
         decision = plan(source_listing[dataset], target_listing.get(destination), intermediates=True,
                         bookmarks=source_bookmarks.get(dataset, ()),
-                        allow_rollback=target.rollback_diverged)
+                        allow_rollback=target.rollback_diverged, spare=_came_from_an_untrusted_source(job))
         if isinstance(decision, Plan) and decision.rollback and not dry_run:
             await _roll_back(ctx, job, target, remote, destination, decision)
         final = decision.steps[-1].snapshot if isinstance(decision, Plan) and decision.steps else None
@@ -170,3 +170,11 @@ async def move_base_hold(zfs: Zfs, tag: str, dataset: str, snapshots: Sequence[S
     held = {name for name, count in holds.items() if count} | ({also_release.name} if also_release else set())
     for name in sorted(held - {base.name if base else ""}):
         await zfs.release(tag, dataset, name)
+
+
+def _came_from_an_untrusted_source(job: Job) -> Callable[[str], bool]:
+    """In pull mode, the target snapshots named like ours came from the source: a diverged
+    source must not make the backup destroy them (rollback_diverged spares them)."""
+    if job.source.host is None:
+        return lambda name: False
+    return lambda name: names.parse_snapshot_name(name, job.snapshot_prefix) is not None

@@ -74,6 +74,25 @@ def loop_btrfs(
         yield mountpoint
 
 
+@contextmanager
+def subvolume_mount(filesystem: Path, target: Path, options: str = "nosuid,nodev") -> Iterator[Path]:
+    """Mount a new subvolume of the btrfs mounted at `filesystem` alone at `target`: how a
+    receive root of `replicator serve` is laid out (docs/offsite-target.md).
+
+    The subvolume is `filesystem/.roots/N`; `target` is made if missing. On exit: unmounted
+    (lazily if busy). The subvolume stays, with the filesystem it lives on."""
+    filesystem, target = Path(filesystem), Path(target)
+    device = run(["findmnt", "-n", "-o", "SOURCE", "-M", filesystem]).stdout.strip().partition("[")[0]
+    (filesystem / ".roots").mkdir(exist_ok=True)
+    subvolume = filesystem / ".roots" / str(len(list((filesystem / ".roots").iterdir())))
+    run(["btrfs", "subvolume", "create", subvolume])
+    target.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as cleanup:
+        cleanup.callback(_unmount, target)
+        run(["mount", "-t", "btrfs", "-o", f"subvol={subvolume.relative_to(filesystem)},{options}", device, target])
+        yield target
+
+
 def loop_devices_of(image: Path) -> list[str]:
     """The loop devices currently backed by `image`."""
     out = run(["losetup", "--associated", image]).stdout

@@ -88,14 +88,24 @@ def zfs_mountpoint(dataset: str) -> Path:
 
 
 def zfs_received_tree(dataset: str) -> Path:
-    """The files of a received dataset as they are on disk.
+    """The files of a received dataset as they are on disk (mounted if it was received with -u).
 
     zfs-fuse does not invalidate the kernel's FUSE page cache when a receive changes a mounted
     dataset, so a file read before the receive still shows its old bytes; a remount shows the
     truth (OpenZFS has no such cache)."""
-    run("zfs", "umount", dataset)
+    if zfs_property(dataset, "mounted") == "yes":
+        run("zfs", "umount", dataset)
     run("zfs", "mount", dataset)
     return zfs_mountpoint(dataset)
+
+
+def zfs_receive_root(dataset: str) -> str:
+    """A ZFS root for `serve --role receive` as the docs lay one out: what is received below it
+    inherits setuid=off and devices=off, so it stays inert once mounted."""
+    run("zfs", "create", "-p", dataset)
+    for prop in ("setuid=off", "devices=off"):
+        run("zfs", "set", prop, dataset)
+    return dataset
 
 
 def zfs_property(dataset: str, prop: str) -> str:

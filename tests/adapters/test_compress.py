@@ -26,7 +26,7 @@ from replicator.core.endpoint import EndpointInfo
 from replicator.core.errors import CommandError, TargetError
 from replicator.engine.replicate import _check_compress
 from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, zfs_job, zfs_mountpoint,
-                     zfs_received_tree, zfs_snapshots)
+                     zfs_receive_root, zfs_received_tree, zfs_snapshots)
 from test_faults import kill_when_streaming, stream_size
 from test_serve import restrict
 from waiting import pids, wait_for, wait_until
@@ -224,9 +224,9 @@ def served(log: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("resumable", ["true", "false"], ids=["spooled", "streamed"])
-def test_btrfs_through_the_endpoint_compressed(make_btrfs, endpoint_sshd, tmp_path, resumable):
+def test_btrfs_through_the_endpoint_compressed(make_btrfs, receive_root, endpoint_sshd, tmp_path, resumable):
     src, dst, data = btrfs_source(make_btrfs)
-    root = dst / "backup" / "hostA"
+    root = receive_root(dst, dst / "backup" / "hostA")
     restrict(endpoint_sshd, "receive", [str(root)], tmp_path / "serve.log", tmp_path / "locks")
     config = tmp_path / "config.toml"
     config.write_text(host_table("backup", endpoint_sshd) + btrfs_job(
@@ -247,7 +247,7 @@ def test_btrfs_through_the_endpoint_compressed(make_btrfs, endpoint_sshd, tmp_pa
 
 def test_zfs_through_the_endpoint_compressed(make_zpool, endpoint_sshd, tmp_path):
     src, dst, dataset = zfs_source(make_zpool)
-    run("zfs", "create", "-p", f"{dst}/backup/hostA")
+    zfs_receive_root(f"{dst}/backup/hostA")
     restrict(endpoint_sshd, "receive", [f"{dst}/backup/hostA"], tmp_path / "serve.log", tmp_path / "locks")
     config = tmp_path / "config.toml"
     config.write_text(host_table("backup", endpoint_sshd) + zfs_job(

@@ -17,7 +17,7 @@ def test_pull_btrfs_through_a_send_endpoint(make_btrfs, endpoint_sshd, tmp_path)
     run("btrfs", "subvolume", "create", src / "data")
     write_files(src / "data", 1)
     restrict(endpoint_sshd, "send", [str(src / "data"), str(src / ".snapshots")], tmp_path / "serve.log",
-             tmp_path / "locks")
+             tmp_path / "locks", jobs=["pull"])
     run("mkdir", "-p", src / ".snapshots")
     config = tmp_path / "config.toml"
     config.write_text(host_table("source", endpoint_sshd) + pull_source(
@@ -37,7 +37,7 @@ def test_pull_zfs_through_a_send_endpoint(make_zpool, endpoint_sshd, tmp_path):
     src, dst = make_zpool(), make_zpool()
     run("zfs", "create", f"{src}/data")
     write_files(zfs_mountpoint(f"{src}/data"), 1)
-    restrict(endpoint_sshd, "send", [f"{src}/data"], tmp_path / "serve.log", tmp_path / "locks")
+    restrict(endpoint_sshd, "send", [f"{src}/data"], tmp_path / "serve.log", tmp_path / "locks", jobs=["pull"])
     config = tmp_path / "config.toml"
     config.write_text(host_table("source", endpoint_sshd) + pull_source(
         zfs_job("pull", [f"{src}/data"], [target_table(f"{dst}/mirror")])))
@@ -61,3 +61,27 @@ def test_a_receive_endpoint_cannot_be_pulled_from(make_zpool, endpoint_sshd, tmp
     assert result.code in (3, 4)
     assert "role send" in result.out + result.err
     assert zfs_snapshots(f"{src}/data") == []
+
+
+def test_a_source_that_drops_its_snapshots_cannot_make_the_backup_destroy_its_copies(
+        make_zpool, endpoint_sshd, tmp_path):
+    """rollback_diverged = true, and a compromised source destroys its newest snapshot and takes
+    another: the backup keeps its copy and says why, instead of rolling it back."""
+    src, dst = make_zpool(), make_zpool()
+    run("zfs", "create", f"{src}/data")
+    write_files(zfs_mountpoint(f"{src}/data"), 1)
+    restrict(endpoint_sshd, "send", [f"{src}/data"], tmp_path / "serve.log", tmp_path / "locks", jobs=["pull"])
+    config = tmp_path / "config.toml"
+    config.write_text(host_table("source", endpoint_sshd) + pull_source(
+        zfs_job("pull", [f"{src}/data"], [target_table(f"{dst}/mirror") + "rollback_diverged = true\n"])))
+    for generation in (2, 3):
+        assert cli(config, "run", "--once").code == 0
+        write_files(zfs_mountpoint(f"{src}/data"), generation)
+    copy = f"{dst}/mirror/{src}/data"
+    kept = zfs_snapshots(copy)
+    assert len(kept) == 2
+    run("zfs", "release", "replicator.pull.local", f"{src}/data@{kept[-1]}")
+    run("zfs", "destroy", f"{src}/data@{kept[-1]}")
+    refused = cli(config, "run", "--once")
+    assert refused.code == 3 and f"rollback_diverged does not destroy {kept[-1]}" in refused.out, refused.out
+    assert zfs_snapshots(copy)[:2] == kept

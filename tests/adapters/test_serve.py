@@ -21,6 +21,7 @@ import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
@@ -38,8 +39,9 @@ from replicator.core.endpoint import Policy, Rejection, Request, parse_request
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
 from replicator.sandbox import SshServer, file_pool, loop_btrfs
+from replicator.sandbox.btrfs import subvolume_mount
 from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
-                     zfs_mountpoint, zfs_received_tree, zfs_snapshots)
+                     zfs_mountpoint, zfs_receive_root, zfs_received_tree, zfs_snapshots)
 from waiting import blocked_lock_waiters, wait_for
 
 PYTHON = sys.executable  # the venv's interpreter, by absolute path: sshd's PATH does not know it
@@ -145,13 +147,14 @@ def log_lines(tmp_path: Path) -> list[dict]:
 
 
 def test_serve_executes_what_it_accepts_and_passes_the_exit_status_on(tmp_path):
+    # Role send: a receive root must be a mount of its own (see test_hostile_source.py).
     (tmp_path / "root" / "here").mkdir(parents=True)
     root = str(tmp_path / "root")
-    present = serve(tmp_path, shlex.join(["test", "-d", f"{root}/here"]), root)
-    absent = serve(tmp_path, shlex.join(["test", "-d", f"{root}/not here"]), root)
+    present = serve(tmp_path, shlex.join(["test", "-d", f"{root}/here"]), root, role="send")
+    absent = serve(tmp_path, shlex.join(["test", "-d", f"{root}/not here"]), root, role="send")
     assert (present.returncode, absent.returncode) == (0, 1)
     assert present.stderr == absent.stderr == ""
-    made = serve(tmp_path, shlex.join(["mkdir", "-p", "--", f"{root}/a $(id)/b"]), root)
+    made = serve(tmp_path, shlex.join(["mkdir", "-p", "--", f"{root}/a $(id)/b"]), root, role="send")
     assert made.returncode == 0 and (tmp_path / "root" / "a $(id)" / "b").is_dir()
     # The executed command held the root's lock; the lock directory is private.
     assert stat.S_IMODE((tmp_path / "locks").stat().st_mode) == 0o700
@@ -198,10 +201,11 @@ async def test_probe_of_this_host_is_none():
 # Behind a real sshd.
 
 def restrict(server: SshServer, role: str, roots: list[str], log: Path, lock_dir: Path,
-             module: str = "replicator") -> None:
+             module: str = "replicator", jobs: Sequence[str] = ()) -> None:
     """Install the forced command for the client key, as an admin would."""
     command = shlex.join([PYTHON, "-m", module, *(["serve"] if module == "replicator" else []),
                           "--role", role, *[x for r in roots for x in ("--root", r)],
+                          *[x for j in jobs for x in ("--job", j)],
                           "--log", str(log), "--lock-dir", str(lock_dir)])
     assert "\\" not in command
     key = Path(f"{server.identity_file}.pub").read_text().strip()
@@ -250,8 +254,7 @@ def site(zfs_fuse, endpoint_sshd, tmp_path_factory):
         fs = stack.enter_context(loop_btrfs(tmp_path_factory.mktemp("serve-btrfs")))
         pool = stack.enter_context(file_pool(tmp_path_factory.mktemp("serve-zpool"),
                                              f"rt{os.getpid()}x{next(_pool_numbers)}"))
-        droot = fs / "backup" / "hostA"
-        droot.mkdir(parents=True)
+        droot = stack.enter_context(subvolume_mount(fs, fs / "backup" / "hostA"))
         (fs / "backup" / "hostAB").mkdir()
         (fs / "backup" / "hostAB" / "neighbour.txt").write_text("not yours")
         (fs / "canary").mkdir()
@@ -260,7 +263,7 @@ def site(zfs_fuse, endpoint_sshd, tmp_path_factory):
         run("btrfs", "subvolume", "create", droot / f"home@{SNAP}")
         run("btrfs", "subvolume", "create", droot / "precious@manual")
         (droot / "escape").symlink_to(fs / "canary")
-        zroot = f"{pool}/backup/hostA"
+        zroot = zfs_receive_root(f"{pool}/backup/hostA")
         for dataset in (f"{zroot}/tank/data", f"{pool}/canary", f"{pool}/backup/hostAB"):
             run("zfs", "create", "-p", dataset)
         (zfs_mountpoint(f"{zroot}/tank/data") / "file.txt").write_text("received earlier")
@@ -402,15 +405,15 @@ def escaping_stream(subvolume: str, path: str) -> bytes:
 @pytest.mark.ssh
 def test_a_hostile_btrfs_stream_stays_inside_the_root(receive_site):
     site = receive_site
+    before = site.state()
     climb = "../" * (len(site.droot.relative_to(site.fs).parts) + 1) + "pwned"
     done = ssh(site.server, shlex.join(["btrfs", "receive", "--", str(site.droot)]),
                stdin=escaping_stream("evil", climb))
-    assert done.returncode == 0, done.stderr
-    assert not (site.fs / "pwned").exists()
-    assert not any(p.name == "pwned" for p in site.fs.rglob("*") if site.droot not in p.parents)
-    assert (site.droot / "pwned").exists()  # where --chroot put it: inside the root
-    (site.droot / "pwned").unlink()
-    run("btrfs", "subvolume", "delete", site.droot / "evil")
+    # Received in a private directory (--chroot there), and refused afterwards: "evil" is no
+    # name of ours. Neither it nor the file it climbed out with is left anywhere.
+    assert done.returncode == 2 and b"is not named SUBVOLUME@PREFIX" in done.stderr, done.stderr
+    assert not any(p.name in ("pwned", "evil") for p in site.fs.rglob("*"))
+    assert site.state() == before
 
 
 @pytest.mark.btrfs
@@ -465,9 +468,9 @@ def test_probe_tells_an_endpoint_from_a_full_shell(site, tmp_path):
 
 @pytest.mark.ssh
 @pytest.mark.parametrize("resumable", ["true", "false", '"on-retry"'], ids=["spooled", "streamed", "on-retry"])
-def test_push_btrfs_through_the_endpoint(make_btrfs, endpoint_sshd, tmp_path, resumable):
+def test_push_btrfs_through_the_endpoint(make_btrfs, receive_root, endpoint_sshd, tmp_path, resumable):
     src, dst = make_btrfs(), make_btrfs()
-    root = dst / "backup" / "host A"
+    root = receive_root(dst, dst / "backup" / "host A")
     data = src / "da ta"
     run("btrfs", "subvolume", "create", data)
     write_files(data, 1)
@@ -498,7 +501,7 @@ def test_push_btrfs_through_the_endpoint(make_btrfs, endpoint_sshd, tmp_path, re
 def test_push_zfs_through_the_endpoint(make_zpool, endpoint_sshd, tmp_path):
     src, dst = make_zpool(), make_zpool()
     run("zfs", "create", f"{src}/my data")
-    run("zfs", "create", "-p", f"{dst}/backup/hostA")
+    zfs_receive_root(f"{dst}/backup/hostA")
     data = zfs_mountpoint(f"{src}/my data")
     write_files(data, 1)
     restrict(endpoint_sshd, "receive", [f"{dst}/backup/hostA"], tmp_path / "serve.log", tmp_path / "locks")

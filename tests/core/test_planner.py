@@ -191,3 +191,24 @@ def test_rollback_destroys_only_target_snapshots_the_source_lacks(source_ids, ta
     if isinstance(p, Plan):
         assert set(p.rollback) <= {t.name for t in target}
         assert not {t.guid for t in target if t.name in p.rollback} & {s.guid for s in source}
+
+
+def test_a_source_that_dropped_its_newer_snapshots_cannot_make_the_backup_destroy_them():
+    """Pull mode: the backup keeps b and c after a compromised source destroys them and takes d."""
+    source, target = snaps("a", "d"), snaps("a", "b", "c")
+    spare = {"b", "c"}.__contains__
+    p = plan(source, target, allow_rollback=True, spare=spare)
+    assert isinstance(p, Conflict) and p.kind is ConflictKind.TARGET_DIVERGED
+    assert "does not destroy b, c" in p.message and "came from the source" in p.message
+    # What the backup host took itself is still rolled back when allowed.
+    p = plan(snaps("a", "d"), snaps("a", "local"), allow_rollback=True, spare=spare)
+    assert isinstance(p, Plan) and p.rollback == ("local",)
+
+
+@given(st.lists(st.integers(0, 9), unique=True), st.lists(st.integers(0, 9), unique=True), st.sets(st.integers(0, 9)))
+def test_rollback_never_destroys_a_spared_snapshot(source_ids, target_ids, spared_ids):
+    source = [Snapshot(name=f"s{i}", guid=str(i), order=i) for i in sorted(source_ids)]
+    target = [Snapshot(name=f"s{i}", guid=str(i), order=i) for i in sorted(target_ids)]
+    p = plan(source, target, allow_rollback=True, spare=lambda name: int(name[1:]) in spared_ids)
+    if isinstance(p, Plan):
+        assert not {int(n[1:]) for n in p.rollback} & spared_ids
