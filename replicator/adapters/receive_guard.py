@@ -19,20 +19,22 @@ import fcntl
 import os
 import re
 import select
+import shlex
 import shutil
 import socket
 import stat
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Mapping, Sequence
 
 from replicator.core import names
-from replicator.core.isolation import (ZFS_BEGIN_RECORD, btrfs_root_problem, parse_mountinfo,
+from replicator.core.isolation import (ZFS_BEGIN_RECORD, btrfs_root_problem, mount_of, parse_mountinfo,
                                        zfs_inert_problem, zfs_stream_problem)
 
 STAGE_PREFIX = ".replicator-receive-"
-_STAGE = re.compile(re.escape(STAGE_PREFIX) + r"\d+\Z")
+_STAGE = re.compile(re.escape(STAGE_PREFIX) + r"(\d+)\Z")
 _BTRFS_SUBVOLUME_ROOT = 256  # the inode number of every subvolume's top directory
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.tee.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
@@ -53,6 +55,17 @@ def check_btrfs_roots(roots: Sequence[str]) -> None:
     for root in roots:
         if why := btrfs_root_problem(os.path.realpath(root), mounts):
             raise Refused(why)
+
+
+def check_btrfs_destination(path: str) -> None:
+    """Raise Refused unless `path` lies on a mount that keeps a receive to itself (a local
+    receive of a pulled stream: the destination need not be the mount point itself)."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        mounts = parse_mountinfo(f.read())
+    mount = mount_of(os.path.realpath(path), mounts)
+    if mount is None or (why := btrfs_root_problem(mount.target, mounts)):
+        raise Refused(f"{path} receives streams from a pulled source, which must not reach beyond it: "
+                      f"{why or 'it is on no mount'}")
 
 
 def check_zfs_inert(dataset: str, env: Mapping[str, str]) -> None:
@@ -142,12 +155,12 @@ def check_zfs_stream(fd: int = 0) -> None:
 def btrfs_receive(destination: str, spool: str | None, env: Mapping[str, str], prefixes: Sequence[str]) -> int:
     """Receive the stream on stdin (or in `spool`) into `destination`; the exit status.
 
-    The caller holds the roots' locks, so a staging directory left here is from a receive that
-    was killed: it is cleaned up first."""
+    A staging directory whose process is gone is from a receive that was killed: it is cleaned
+    up first."""
     directory = os.open(destination, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         for name in os.listdir(directory):
-            if _STAGE.match(name):
+            if (stale := _STAGE.match(name)) and not _alive(int(stale[1])):
                 _remove_stage(directory, name, env)
         stage = f"{STAGE_PREFIX}{os.getpid()}"
         os.mkdir(stage, 0o700, dir_fd=directory)
@@ -162,6 +175,16 @@ def btrfs_receive(destination: str, spool: str | None, env: Mapping[str, str], p
             _remove_stage(directory, stage, env)
     finally:
         os.close(directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _move_into_place(directory: int, stage: str, destination: str, prefixes: Sequence[str]) -> None:
@@ -204,3 +227,44 @@ def _remove_stage(directory: int, stage: str, env: Mapping[str, str]) -> None:
                 subprocess.run(["btrfs", "subvolume", "delete", "--", f"/proc/self/fd/{parent}/{name}"],
                                env=dict(env), capture_output=True, pass_fds=(parent,))
     shutil.rmtree(stage, dir_fd=directory, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# As a program: the receiving end of a pulled stream on the backup host, whose source is not
+# trusted (`python -m replicator.adapters.receive_guard [--prefix P] -- ARGV`).
+
+GUARD = ("-m", "replicator.adapters.receive_guard")
+EXIT_REFUSED = 2
+
+
+def guarded_argv(python: str, argv: Sequence[str], prefixes: Sequence[str]) -> list[str]:
+    """`argv` (a zfs or btrfs receive) run behind the guard by `python`."""
+    return [python, *GUARD, *[x for p in prefixes for x in ("--prefix", p)], "--", *argv]
+
+
+def main(args: Sequence[str]) -> int:
+    prefixes = []
+    while args and args[0] == "--prefix":
+        prefixes.append(args[1])
+        args = args[2:]
+    argv = list(args[1:]) if args[:1] == ["--"] else []
+    env = dict(os.environ)
+    try:
+        if argv[:2] == ["zfs", "receive"]:
+            check_zfs_inert(argv[-1], env)
+            check_zfs_stream(0)
+            final = zfs_receive_argv(argv)
+            os.execvpe(final[0], final, env)
+        if argv[:2] == ["btrfs", "receive"] and argv[-2:-1] == ["--"]:
+            check_btrfs_destination(argv[-1])
+            spool = argv[argv.index("-f") + 1] if "-f" in argv else None
+            return btrfs_receive(argv[-1], spool, env, prefixes or ("replicator",))
+    except Refused as e:
+        print(f"replicator: refused: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"replicator: receive_guard runs a zfs or btrfs receive, not {shlex.join(argv)!r}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

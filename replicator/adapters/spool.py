@@ -7,13 +7,17 @@ shapes for files named DIR/.replicator-spool/SUBVOL@SNAP.from-PARENT.stream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from replicator.adapters.runner import Runner
 from replicator.core import names
 
 
 class Spool:
-    def __init__(self, runner: Runner, directory: str, entry: str, parent: str | None) -> None:
+    def __init__(self, runner: Runner, directory: str, entry: str, parent: str | None, *,
+                 guard: Callable[[list[str]], list[str]] = lambda argv: argv) -> None:
         self.runner = runner
+        self.guard = guard  # wraps the receive command (pull mode: replicator's receive guard)
         self.target_dir = directory
         self.dir = f"{directory}/{names.SPOOL_DIR}"
         self.path = f"{self.dir}/{names.spool_file(entry, parent)}"
@@ -40,8 +44,8 @@ class Spool:
 
     async def receive(self) -> None:
         # --chroot: a hostile stream's ../ paths cannot reach outside the target directory.
-        (await self.runner.run(["btrfs", "receive", "--chroot", "-f", self.path, "--",
-                                self.target_dir])).check()
+        (await self.runner.run(self.guard(["btrfs", "receive", "--chroot", "-f", self.path, "--",
+                                           self.target_dir]))).check()
 
     async def remove(self) -> None:
         (await self.runner.run(["rm", "-f", "--", self.path])).check()

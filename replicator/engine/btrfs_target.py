@@ -19,7 +19,7 @@ from replicator.core.planner import Plan, Step, plan
 from replicator.engine.context import Context
 from replicator.engine.faults import crashpoint
 from replicator.engine.results import TargetResult, carry_out, where
-from replicator.engine.streaming import stream
+from replicator.engine.streaming import receiving, stream
 
 log = structlog.get_logger()
 
@@ -67,10 +67,12 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
             send = btrfs_adapter.send_argv(source.snapshot_dir, subvolume, step)
             assert step.snapshot is not None
             entry = names.btrfs_entry(subvolume, step.snapshot.name)
-            spool = Spool(runner, target.path, entry, step.base.name if step.base else None)
+            spool = Spool(runner, target.path, entry, step.base.name if step.base else None,
+                          guard=lambda argv: receiving(job, argv))
             if await _spool_this_attempt(target, entry, spool, interrupted or set()):
                 return await spooled(ctx, label, target, src, send, spool)
-            return await stream(ctx, label, target, src, send, runner, btrfs_adapter.receive_argv(target.path),
+            return await stream(ctx, label, target, src, send, runner,
+                                receiving(job, btrfs_adapter.receive_argv(target.path)),
                                 compress=target.compress_level)
 
         await carry_out(ctx, result, decision, dry_run, send_one, compress=target.compress_level)

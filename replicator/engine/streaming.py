@@ -3,11 +3,14 @@ watchdog that stops a stream which makes no progress (a link that stalls without
 
 from __future__ import annotations
 
+import sys
+
 import trio
 
+from replicator.adapters.receive_guard import guarded_argv
 from replicator.adapters.runner import Runner
 from replicator.adapters.stream import Progress, transfer
-from replicator.core.config import Target
+from replicator.core.config import Job, Target
 from replicator.core.errors import TargetError, unwrap
 from replicator.engine.context import Context
 
@@ -60,3 +63,12 @@ async def _watch(progress: Progress, timeout: float, stalled: trio.Event, scope:
             stalled.set()
             scope.cancel()
             return
+
+
+def receiving(job: Job, argv: list[str]) -> list[str]:
+    """What the target runs to receive `argv`'s stream. In pull mode the source is not trusted
+    (the backup host pulls from it), so the receive runs behind the same guard as `serve`'s:
+    no stream with ZFS properties, nothing mounted, btrfs streams kept to their directory."""
+    if job.source.host is None:
+        return argv
+    return guarded_argv(sys.executable, argv, (job.snapshot_prefix,))

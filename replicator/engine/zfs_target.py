@@ -20,7 +20,7 @@ from replicator.engine.context import Context
 from replicator.engine.faults import crashpoint
 from replicator.engine.results import (TargetResult, Transferred, carry_out, compressed, parents_first,
                                        where)
-from replicator.engine.streaming import stream
+from replicator.engine.streaming import receiving, stream
 
 log = structlog.get_logger()
 
@@ -67,7 +67,7 @@ async def zfs_target(job: Job, source: ZfsSource, target: Target, runner: Runner
                     await remote.resume_tokens(destination.rpartition("/")[0])
             label = f"{job.name}/{target.name} {dataset}"
             send = zfs_adapter.send_argv(dataset, step)
-            receive = zfs_adapter.receive_argv(destination, resumable=bool(remote.has_resume))
+            receive = receiving(job, zfs_adapter.receive_argv(destination, resumable=bool(remote.has_resume)))
             # Only here: a `send -nP` through a pull-mode endpoint would be refused (and logged).
             expected = await local.estimate(send) if src is ctx.local else None
             try:
@@ -117,7 +117,7 @@ async def _resume(ctx: Context, job: Job, target: Target, src: Runner, runner: R
     try:
         record.bytes = await stream(ctx, f"{job.name}/{target.name} {destination} (resume)", target,
                                     src, ["zfs", "send", "-t", token], runner,
-                                    zfs_adapter.receive_argv(destination, resumable=True),
+                                    receiving(job, zfs_adapter.receive_argv(destination, resumable=True)),
                                     compress=target.compress_level)
     except CommandError as e:
         record.failed = True

@@ -4,7 +4,7 @@ the source host holds no credentials for the backup."""
 from __future__ import annotations
 
 from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
-                     zfs_mountpoint, zfs_received_tree, zfs_snapshots)
+                     zfs_mountpoint, zfs_receive_root, zfs_received_tree, zfs_snapshots)
 from test_serve import restrict
 
 
@@ -12,8 +12,10 @@ def pull_source(text: str) -> str:
     return text.replace('[job.source]\n', '[job.source]\nhost = "source"\n', 1)
 
 
-def test_pull_btrfs_through_a_send_endpoint(make_btrfs, endpoint_sshd, tmp_path):
+def test_pull_btrfs_through_a_send_endpoint(make_btrfs, receive_root, endpoint_sshd, tmp_path):
     src, dst = make_btrfs(), make_btrfs()
+    # The source is not trusted: its streams land in a subvolume mounted alone, nosuid,nodev.
+    receive_root(dst, dst / "mirror")
     run("btrfs", "subvolume", "create", src / "data")
     write_files(src / "data", 1)
     restrict(endpoint_sshd, "send", [str(src / "data"), str(src / ".snapshots")], tmp_path / "serve.log",
@@ -38,6 +40,7 @@ def test_pull_zfs_through_a_send_endpoint(make_zpool, endpoint_sshd, tmp_path):
     run("zfs", "create", f"{src}/data")
     write_files(zfs_mountpoint(f"{src}/data"), 1)
     restrict(endpoint_sshd, "send", [f"{src}/data"], tmp_path / "serve.log", tmp_path / "locks", jobs=["pull"])
+    zfs_receive_root(f"{dst}/mirror")
     config = tmp_path / "config.toml"
     config.write_text(host_table("source", endpoint_sshd) + pull_source(
         zfs_job("pull", [f"{src}/data"], [target_table(f"{dst}/mirror")])))
@@ -71,6 +74,7 @@ def test_a_source_that_drops_its_snapshots_cannot_make_the_backup_destroy_its_co
     run("zfs", "create", f"{src}/data")
     write_files(zfs_mountpoint(f"{src}/data"), 1)
     restrict(endpoint_sshd, "send", [f"{src}/data"], tmp_path / "serve.log", tmp_path / "locks", jobs=["pull"])
+    zfs_receive_root(f"{dst}/mirror")
     config = tmp_path / "config.toml"
     config.write_text(host_table("source", endpoint_sshd) + pull_source(
         zfs_job("pull", [f"{src}/data"], [target_table(f"{dst}/mirror") + "rollback_diverged = true\n"])))
@@ -85,3 +89,27 @@ def test_a_source_that_drops_its_snapshots_cannot_make_the_backup_destroy_its_co
     refused = cli(config, "run", "--once")
     assert refused.code == 3 and f"rollback_diverged does not destroy {kept[-1]}" in refused.out, refused.out
     assert zfs_snapshots(copy)[:2] == kept
+
+
+def test_a_pulled_stream_with_properties_is_refused_before_it_lands(make_zpool, endpoint_sshd, tmp_path):
+    """A compromised source answers with what it likes: here every `zfs send` becomes
+    `zfs send -p`, a stream that would mount itself where the source says. The backup host's
+    receive refuses it, and nothing lands or is mounted."""
+    src, dst = make_zpool(), make_zpool()
+    run("zfs", "create", f"{src}/data")
+    write_files(zfs_mountpoint(f"{src}/data"), 1)
+    run("zfs", "set", f"mountpoint={tmp_path}/hijacked", f"{src}/data")
+    zfs_receive_root(f"{dst}/mirror")
+    liar = tmp_path / "liar.sh"
+    liar.write_text('#!/bin/sh\ncase "$SSH_ORIGINAL_COMMAND" in\n'
+                    '  "zfs send "*) exec sh -c "zfs send -p ${SSH_ORIGINAL_COMMAND#zfs send }";;\n'
+                    '  *) exec sh -c "$SSH_ORIGINAL_COMMAND";;\nesac\n')
+    liar.chmod(0o755)
+    key = (endpoint_sshd.identity_file.parent / f"{endpoint_sshd.identity_file.name}.pub").read_text().strip()
+    endpoint_sshd.authorized_keys.write_text(f'command="{liar}" {key}\n')
+    config = tmp_path / "config.toml"
+    config.write_text(host_table("source", endpoint_sshd) + pull_source(
+        zfs_job("pull", [f"{src}/data"], [target_table(f"{dst}/mirror")])))
+    result = cli(config, "run", "--once")
+    assert result.code == 3 and "carries properties" in result.out, result.out + result.err
+    assert f"{dst}/mirror/{src}/data" not in run("zfs", "list", "-H", "-o", "name", "-r", dst)
