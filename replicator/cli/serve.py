@@ -118,14 +118,6 @@ def serve(original: str | None, policy: Policy, *, log_file: str | None = None,
         return 0
     if decision.read_beneath:
         return beneath.answer(decision.argv, _resolved_roots(policy), _clean_environment())
-    if decision.command == "btrfs receive":
-        try:
-            return receive_guard.btrfs_receive(decision.argv[-1], _spool_of(decision.argv), _clean_environment(),
-                                               policy.snapshot_prefixes)
-        except receive_guard.Refused as e:
-            refused = Rejection(f"btrfs receive: {e}")
-            _log(refused, original, policy, log_file)
-            return _reject(refused)
     return _exec(decision.argv)
 
 
@@ -158,10 +150,6 @@ def _found(program: str) -> str:
     if found is None:
         raise LookupError(f"{program}: command not found on this host")
     return found
-
-
-def _spool_of(argv: Sequence[str]) -> str | None:
-    return argv[argv.index("-f") + 1] if "-f" in argv else None
 
 
 def _resolved_roots(policy: Policy) -> tuple[str, ...]:

@@ -179,16 +179,17 @@ VOCABULARY: dict[Role, tuple[Shape, ...]] = {
         *_shapes("zfs destroy", SnapshotArg(B, ours=True, label=OUR_SNAPSHOT)),
         # Only undoes writes since the newest snapshot (no -r: never destroys one).
         *_shapes("zfs rollback", SnapshotArg(B)),
-        # Always received with --chroot into a private directory beside PATH, then moved into
-        # PATH: the stream's own paths ("../../etc/x", `..` itself) reach nothing else.
-        # A client may ask for --chroot itself.
-        *_shapes("btrfs receive", "--", PathArg(W), writes_paths=True, exec_flags=("--chroot",),
+        # Always run with --chroot: the stream's own paths ("../../etc/x", absolute symlinks)
+        # then stay inside PATH. Inside the chroot `..` is PATH itself, which a stream may
+        # chmod or chown: so PATH lies strictly below the root, whose own mode stays the
+        # admin's. A client may ask for --chroot itself.
+        *_shapes("btrfs receive", "--", PathArg(B), writes_paths=True, exec_flags=("--chroot",),
                  reads_stream=True),
-        *_shapes("btrfs receive", "--chroot", "--", PathArg(W), writes_paths=True, reads_stream=True),
+        *_shapes("btrfs receive", "--chroot", "--", PathArg(B), writes_paths=True, reads_stream=True),
         # A stream staged in a spool file first, so that an interrupted transfer can resume.
-        *_shapes("btrfs receive", "-f", SPOOL_FILE, "--", PathArg(W), writes_paths=True,
+        *_shapes("btrfs receive", "-f", SPOOL_FILE, "--", PathArg(B), writes_paths=True,
                  exec_flags=("--chroot",)),
-        *_shapes("btrfs receive", "--chroot", "-f", SPOOL_FILE, "--", PathArg(W), writes_paths=True),
+        *_shapes("btrfs receive", "--chroot", "-f", SPOOL_FILE, "--", PathArg(B), writes_paths=True),
         *_shapes("df", "--output=avail", "-B1", "--", PathArg(W), read_beneath=True),
         *_shapes("stat", "-c", "%s", "--", SPOOL_FILE, read_beneath=True),
         *_shapes("sha256sum", "--", SPOOL_FILE, read_beneath=True),

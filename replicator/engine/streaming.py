@@ -71,4 +71,4 @@ def receiving(job: Job, argv: list[str]) -> list[str]:
     no stream with ZFS properties, nothing mounted, btrfs streams kept to their directory."""
     if job.source.host is None:
         return argv
-    return guarded_argv(sys.executable, argv, (job.snapshot_prefix,))
+    return guarded_argv(sys.executable, argv)

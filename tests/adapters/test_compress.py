@@ -226,8 +226,8 @@ def served(log: Path) -> list[dict]:
 @pytest.mark.parametrize("resumable", ["true", "false"], ids=["spooled", "streamed"])
 def test_btrfs_through_the_endpoint_compressed(make_btrfs, receive_root, endpoint_sshd, tmp_path, resumable):
     src, dst, data = btrfs_source(make_btrfs)
-    root = receive_root(dst, dst / "backup" / "hostA")
-    restrict(endpoint_sshd, "receive", [str(root)], tmp_path / "serve.log", tmp_path / "locks")
+    root = receive_root(dst, dst / "backup" / "hostA") / "home"
+    restrict(endpoint_sshd, "receive", [str(root.parent)], tmp_path / "serve.log", tmp_path / "locks")
     config = tmp_path / "config.toml"
     config.write_text(host_table("backup", endpoint_sshd) + btrfs_job(
         "home", [data], src / ".snapshots",

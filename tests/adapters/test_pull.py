@@ -14,8 +14,8 @@ def pull_source(text: str) -> str:
 
 def test_pull_btrfs_through_a_send_endpoint(make_btrfs, receive_root, endpoint_sshd, tmp_path):
     src, dst = make_btrfs(), make_btrfs()
-    # The source is not trusted: its streams land in a subvolume mounted alone, nosuid,nodev.
-    receive_root(dst, dst / "mirror")
+    # The source is not trusted: its streams land below a subvolume mounted alone, nosuid,nodev.
+    mirror = receive_root(dst, dst / "mirror") / "hostA"
     run("btrfs", "subvolume", "create", src / "data")
     write_files(src / "data", 1)
     restrict(endpoint_sshd, "send", [str(src / "data"), str(src / ".snapshots")], tmp_path / "serve.log",
@@ -23,12 +23,12 @@ def test_pull_btrfs_through_a_send_endpoint(make_btrfs, receive_root, endpoint_s
     run("mkdir", "-p", src / ".snapshots")
     config = tmp_path / "config.toml"
     config.write_text(host_table("source", endpoint_sshd) + pull_source(
-        btrfs_job("pull", [src / "data"], src / ".snapshots", [target_table(str(dst / "mirror"))])))
+        btrfs_job("pull", [src / "data"], src / ".snapshots", [target_table(str(mirror))])))
     for generation in (2, 3):
         result = cli(config, "run", "--once", "--json")
         assert result.code == 0, result.out + result.err
         write_files(src / "data", generation)
-    copies = sorted(p for p in (dst / "mirror").iterdir() if p.name.startswith("data@"))
+    copies = sorted(p for p in mirror.iterdir() if p.name.startswith("data@"))
     assert len(copies) == 2
     assert [t["kind"] for t in result.json["replication"][0]["transfers"]] == ["incremental"]
     newest_source = sorted((src / ".snapshots").iterdir())[-1]

@@ -80,8 +80,9 @@ ACCEPTED_RECEIVE = [
     (cmd("btrfs", "subvolume", "list", "-o", "-u", "-R", "-c", DROOT), None),
     (cmd("mkdir", "-p", "--", f"{DROOT}/back up $(touch x);"), None),
     (cmd("mkdir", "-p", "--", f"{DROOT}//home/"), ("mkdir", "-p", "--", f"{DROOT}/home")),
-    (cmd("btrfs", "receive", "--", DROOT), ("btrfs", "receive", "--chroot", "--", DROOT)),
-    (cmd("btrfs", "receive", "--chroot", "--", DROOT), ("btrfs", "receive", "--chroot", "--", DROOT)),
+    (cmd("btrfs", "receive", "--", f"{DROOT}/home"), ("btrfs", "receive", "--chroot", "--", f"{DROOT}/home")),
+    (cmd("btrfs", "receive", "--chroot", "--", f"{DROOT}/home"),
+     ("btrfs", "receive", "--chroot", "--", f"{DROOT}/home")),
     (cmd("btrfs", "subvolume", "delete", "--", f"{DROOT}/home@{SNAP}", f"{DROOT}/we ird@{SNAP}"), None),
     (cmd("zfs", "get", "-H", "-r", "-o", "name,value", "receive_resume_token", ZROOT), None),
     (cmd("zfs", "rollback", f"{ZROOT}/tank/data@{SNAP}"), None),
@@ -91,7 +92,8 @@ ACCEPTED_RECEIVE = [
     (cmd("dd", f"of={SPOOL}", "bs=1M", "status=none", "conv=fsync"), None),
     (cmd("dd", f"of={DROOT}/.replicator-spool/we ird@{SNAP}.from-{SNAP}.stream", "bs=1M", "status=none",
          "conv=notrunc,fsync", "oflag=append"), None),
-    (cmd("btrfs", "receive", "-f", SPOOL, "--", DROOT), ("btrfs", "receive", "--chroot", "-f", SPOOL, "--", DROOT)),
+    (cmd("btrfs", "receive", "-f", SPOOL, "--", f"{DROOT}/home"),
+     ("btrfs", "receive", "--chroot", "-f", SPOOL, "--", f"{DROOT}/home")),
     (cmd("rm", "-f", "--", SPOOL), None),
     (cmd("rmdir", "--ignore-fail-on-non-empty", "--", f"{DROOT}/.replicator-spool"), None),
     (PROBE, ()),
@@ -249,6 +251,8 @@ HOSTILE_RECEIVE = [
     # '@' and '#' tricks, holds of others
     ("zfs receive backup/hostA/x@snap", "names a snapshot or bookmark"),
     ("zfs receive 'backup/hostA/x#bm'", "names a snapshot or bookmark"),
+    (f"btrfs receive -- {DROOT}", "is a root itself"),
+    (f"btrfs receive --chroot -f {SPOOL} -- {DROOT}", "is a root itself"),
     # A push target's holds are the backup host's own: none are placed or released through a key.
     ("zfs hold replicator.j.t backup/hostA/x@s", "only for role send"),
     ("zfs release replicator.j.t backup/hostA/x@s", "only for role send"),
@@ -379,14 +383,15 @@ def fake_realpath(links: dict[str, str]):
      {f"{DROOT}/.replicator-spool": "/etc"}, "outside the roots"),
     (cmd("dd", f"of={SPOOL}", "bs=1M", "status=none", "conv=fsync"), {SPOOL: f"{DROOT}/home@{SNAP}/x"},
      "not a spool file"),
-    ("btrfs receive -- /srv/backup/hostA/x", {"/srv/backup/hostA/x": "/srv/backup/hostA"}, None),
+    ("btrfs receive -- /srv/backup/hostA/x", {"/srv/backup/hostA/x": "/srv/backup/hostA"}, "is a root itself"),
+    ("btrfs receive -- /srv/backup/hostA/x", {"/srv/backup/hostA/x": "/srv/backup/hostA/y"}, None),
 ])
 def test_symlinks_are_resolved_before_the_check(request_text, links, says):
     request = parse_request(request_text, RECEIVE)
     assert isinstance(request, Request)
     decision = confine(request, RECEIVE, fake_realpath(links))
     if says is None:
-        assert isinstance(decision, Request) and decision.argv[-1] == DROOT
+        assert isinstance(decision, Request) and decision.argv[-1] == f"{DROOT}/y"
     else:
         assert isinstance(decision, Rejection), decision
         assert says in decision.reason and "resolves to" in decision.reason

@@ -30,8 +30,8 @@ def test_the_prefix_is_what_the_client_sends():
 @pytest.mark.parametrize("command, argv", [
     (cmd("zfs", "receive", f"{ZROOT}/tank/my data"), None),
     (cmd("zfs", "receive", "-s", "-u", f"{ZROOT}/tank/data"), None),
-    (cmd("btrfs", "receive", "--", DROOT), ("btrfs", "receive", "--chroot", "--", DROOT)),
-    (cmd("btrfs", "receive", "--chroot", "--", DROOT), None),
+    (cmd("btrfs", "receive", "--", f"{DROOT}/h"), ("btrfs", "receive", "--chroot", "--", f"{DROOT}/h")),
+    (cmd("btrfs", "receive", "--chroot", "--", f"{DROOT}/h"), None),
     (cmd("dd", f"of={SPOOL}", "bs=1M", "status=none", "conv=fsync"), None),
     (cmd("dd", f"of={SPOOL}", "bs=1M", "status=none", "conv=notrunc,fsync", "oflag=append"), None),
 ], ids=lambda v: str(v)[:40])
@@ -72,7 +72,7 @@ def test_a_receiving_command_is_accepted_behind_the_prefix(command, argv):
     # accepted alone, but it reads no stream
     (Z + cmd("rm", "-f", "--", SPOOL), "receives a stream"),
     (Z + cmd("zfs", "receive", "-A", f"{ZROOT}/x"), "receives a stream"),
-    (Z + cmd("btrfs", "receive", "-f", SPOOL, "--", DROOT), "receives a stream"),
+    (Z + cmd("btrfs", "receive", "-f", SPOOL, "--", f"{DROOT}/h"), "receives a stream"),
     (Z + cmd("zfs", "destroy", f"{ZROOT}/x@{SNAP}"), "receives a stream"),
     (Z + cmd("mkdir", "-p", "--", f"{DROOT}/x"), "receives a stream"),
     (Z + cmd("zfs", "get", "-H", "-o", "value", "type", ZROOT), "receives a stream"),
