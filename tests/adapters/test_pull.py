@@ -3,6 +3,8 @@ the source host holds no credentials for the backup."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from support import (btrfs_job, cli, host_table, run, target_table, tree_digest, write_files, zfs_job,
                      zfs_mountpoint, zfs_receive_root, zfs_received_tree, zfs_snapshots)
 from test_serve import restrict
@@ -35,7 +37,8 @@ def test_pull_btrfs_through_a_send_endpoint(make_btrfs, receive_root, endpoint_s
     assert tree_digest(copies[-1]) == tree_digest(newest_source)
 
 
-def test_pull_zfs_through_a_send_endpoint(make_zpool, endpoint_sshd, tmp_path):
+def zfs_pull(make_zpool, endpoint_sshd, tmp_path, target_extra: str = "") -> tuple[str, str, Path]:
+    """A zfs-fuse source behind `serve --role send` and a mirror root: (source, mirror pool, config)."""
     src, dst = make_zpool(), make_zpool()
     run("zfs", "create", f"{src}/data")
     write_files(zfs_mountpoint(f"{src}/data"), 1)
@@ -43,7 +46,12 @@ def test_pull_zfs_through_a_send_endpoint(make_zpool, endpoint_sshd, tmp_path):
     zfs_receive_root(f"{dst}/mirror")
     config = tmp_path / "config.toml"
     config.write_text(host_table("source", endpoint_sshd) + pull_source(
-        zfs_job("pull", [f"{src}/data"], [target_table(f"{dst}/mirror")])))
+        zfs_job("pull", [f"{src}/data"], [target_table(f"{dst}/mirror") + target_extra])))
+    return src, dst, config
+
+
+def test_pull_zfs_through_a_send_endpoint(make_zpool, endpoint_sshd, tmp_path):
+    src, dst, config = zfs_pull(make_zpool, endpoint_sshd, tmp_path)
     assert cli(config, "run", "--once").code == 0
     write_files(zfs_mountpoint(f"{src}/data"), 2)
     again = cli(config, "run", "--once", "--json")
@@ -70,14 +78,7 @@ def test_a_source_that_drops_its_snapshots_cannot_make_the_backup_destroy_its_co
         make_zpool, endpoint_sshd, tmp_path):
     """rollback_diverged = true, and a compromised source destroys its newest snapshot and takes
     another: the backup keeps its copy and says why, instead of rolling it back."""
-    src, dst = make_zpool(), make_zpool()
-    run("zfs", "create", f"{src}/data")
-    write_files(zfs_mountpoint(f"{src}/data"), 1)
-    restrict(endpoint_sshd, "send", [f"{src}/data"], tmp_path / "serve.log", tmp_path / "locks", jobs=["pull"])
-    zfs_receive_root(f"{dst}/mirror")
-    config = tmp_path / "config.toml"
-    config.write_text(host_table("source", endpoint_sshd) + pull_source(
-        zfs_job("pull", [f"{src}/data"], [target_table(f"{dst}/mirror") + "rollback_diverged = true\n"])))
+    src, dst, config = zfs_pull(make_zpool, endpoint_sshd, tmp_path, "rollback_diverged = true\n")
     for generation in (2, 3):
         assert cli(config, "run", "--once").code == 0
         write_files(zfs_mountpoint(f"{src}/data"), generation)

@@ -429,7 +429,9 @@ def test_writes_below_a_root_wait_while_a_stream_is_received_there(receive_site)
         return [json.loads(line) for line in site.log.read_text().splitlines()] if site.log.exists() else []
 
     logged = len(entries())
-    receiving = subprocess.Popen(site.server.ssh_argv(shlex.join(["btrfs", "receive", "--", str(site.droot)])),
+    (site.droot / "incoming").mkdir()
+    receiving = subprocess.Popen(site.server.ssh_argv(shlex.join(["btrfs", "receive", "--",
+                                                                  str(site.droot / "incoming")])),
                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     making = None
     try:
@@ -446,6 +448,7 @@ def test_writes_below_a_root_wait_while_a_stream_is_received_there(receive_site)
         receiving.wait(60)
     assert making.wait(60) == 0 and (site.droot / "made").is_dir()
     (site.droot / "made").rmdir()
+    (site.droot / "incoming").rmdir()
 
 
 @pytest.mark.btrfs
