@@ -5,10 +5,13 @@
 sshd runs this instead of what the client asked for and puts the client's command line in
 SSH_ORIGINAL_COMMAND. What may run is decided by `replicator.core.endpoint`; this module does the
 I/O around that decision: it resolves symlinks, holds a directory root's lock while something
-below it is checked and written, logs every decision, and on acceptance replaces itself (exec)
-with the real command, so a stream flows from sshd into `zfs receive` / `btrfs receive` without
-passing through Python. A compressed stream (`zstd -dcq | RECEIVE`) gets a `zstd -dcq` process
-between sshd and the command, started here without a shell.
+below it is checked and written, checks what the kernel and ZFS cannot enforce about a receive
+(the roots' layout, a ZFS stream's first record: `replicator.adapters.receive_guard`), logs
+every decision, and on acceptance replaces itself (exec) with the real command, so a stream
+flows from sshd into `zfs receive` / `btrfs receive` without passing through Python. A request
+that only reads is answered here instead, from a descriptor opened beneath the root
+(`replicator.adapters.beneath`). A compressed stream (`zstd -dcq | RECEIVE`) gets a `zstd -dcq`
+process between sshd and the command, started here without a shell.
 
 Exit status: 2 when the request is rejected, with one line on stderr saying why; otherwise that
 of the executed command (127 if it is not installed).
@@ -89,7 +92,8 @@ def handle(args: argparse.Namespace) -> int:
 
 def serve(original: str | None, policy: Policy, *, log_file: str | None = None,
           lock_dir: str = DEFAULT_LOCK_DIR) -> int:
-    """Decide on `original`; on acceptance exec the command (and never return)."""
+    """Decide on `original`; on acceptance answer a read here, or exec the command (and never
+    return)."""
     decision = parse_request(original, policy)
     if isinstance(decision, Request) and decision.writes_paths:
         # Checked and executed under the lock of every directory root: a stream being received
