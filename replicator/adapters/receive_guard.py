@@ -109,7 +109,7 @@ def _wait_for_bytes(fd: int, size: int, timeout: float, take) -> bytes:
         events = poller.poll(1000)
         waiting = _pending(fd)
         ended = any(e & (select.POLLHUP | select.POLLERR) for _, e in events)
-        if waiting >= size or (ended and waiting >= 0):
+        if waiting >= size or ended:
             return take() if waiting else b""
         if time.monotonic() > deadline:
             raise Refused(f"no stream arrived within {timeout:.0f} s")
@@ -149,7 +149,7 @@ def check_zfs_stream(fd: int = 0) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # As a program: the receiving end of a pulled stream on the backup host, whose source is not
-# trusted (`python -m replicator.adapters.receive_guard [--prefix P] -- ARGV`).
+# trusted (`python -m replicator.adapters.receive_guard -- ARGV`).
 
 GUARD = ("-m", "replicator.adapters.receive_guard")
 EXIT_REFUSED = 2
