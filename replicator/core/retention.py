@@ -115,9 +115,9 @@ def parse_preserve_min(text: str, *, source: bool = False) -> str:
         raise RetentionSyntaxError(
             f"{text!r} is not a source preserve_min (btrbk's snapshot_preserve_min refuses it too): "
             "write \"latest\" to keep only what preserve keeps (the newest snapshot stays anyway)")
-    return_words = "\"all\", \"latest\"" + ("" if source else ", \"no\"")
+    choices = "\"all\", \"latest\"" + ("" if source else ", \"no\"")
     raise RetentionSyntaxError(
-        f"{text!r} is not a preserve_min: use {return_words} or a count of periods like \"2d\" "
+        f"{text!r} is not a preserve_min: use {choices} or a count of periods like \"2d\" "
         "(units h d w m y, lower case)")
 
 
