@@ -240,10 +240,16 @@ def select(snapshots: Sequence[Candidate], policy: Policy, now: datetime, zone: 
     if ordered and (period_min or policy.preserve):
         here = now.astimezone(zone)
         deltas = _deltas(here, _wall_hours([c.created for c in ordered], zone), policy)
+        for i, d in enumerate(deltas):
+            # Later on the wall clock than now but not in time: the hour after now was repeated
+            # (a DST change that crosses an hour). btrbk keeps these as "in the future" too.
+            if d[0] < 0 and not future[i]:
+                future[i] = True
+                reasons[i].append(FUTURE)
         if period_min:
             count, unit = int(period_min.group(1)), "hdwmy".index(period_min.group(2))
             for i, d in enumerate(deltas):
-                if d[unit] <= count:
+                if 0 <= d[unit] <= count:
                     reasons[i].append(f"preserve_min {minimum}")
         rules = {r.unit: r for r in policy.preserve}
         for unit_index, firsts in enumerate(_nested_firsts(deltas) if rules else ()):
@@ -251,7 +257,8 @@ def select(snapshots: Sequence[Candidate], policy: Policy, now: datetime, zone: 
             if rule is None:
                 continue
             for delta, i in firsts.items():
-                if rule.count is None or delta <= rule.count:
+                # A negative distance is a snapshot after now: kept for that, not by a rule.
+                if delta >= 0 and (rule.count is None or delta <= rule.count):
                     reasons[i].append(_rule_reason(rule.unit, delta, policy,
                                                    here.year * 12 + here.month - 1, deltas[i][3]))
     not_kept = (f"not kept by preserve_min {policy.preserve_min} or preserve "

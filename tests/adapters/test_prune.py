@@ -183,3 +183,22 @@ def test_a_crash_at_any_step_of_moving_the_hold_loses_nothing(make_zpool, tmp_pa
         assert tree_digest(zfs_received_tree(copy)) == tree_digest(data), point
         holds = held(f"{src}/data")
         assert sum(holds.values()) == 1 and holds[source_snaps[-1]] == 1, (point, holds)
+
+
+def test_a_snapshot_dated_after_now_is_kept_and_warned_about(make_btrfs, tmp_path):
+    src, dst = make_btrfs(), make_btrfs()
+    run("btrfs", "subvolume", "create", src / "data")
+    (src / ".snapshots").mkdir()
+    for hours in (50, 40, 30, -48):                  # the last one: a clock two days ahead
+        btrfs_snapshot_at(src, hours)
+    config = btrfs_config(tmp_path, src, dst, retention("latest", "1d"))
+    assert cli(config, "replicate").code == 0
+    dry = cli(config, "prune", "--dry-run")
+    assert dry.code == 0, dry.err
+    source = {line.split("@", 1)[1] for line in dry.out.splitlines() if line.startswith("home source ")}
+    assert f"{hours_ago(-48)}: keep (incremental base of target local; newest snapshot; dated after now " \
+        "(clock skew?): kept; preserve_min latest)" in source, dry.out
+    assert "dated after now are kept" in dry.out
+    status = cli(config, "status")
+    assert status.code == 1, status.out + status.err
+    assert "1 snapshot(s) dated after now, kept by retention; check the clock" in status.out
