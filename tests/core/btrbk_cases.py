@@ -106,6 +106,10 @@ def make_case(rng: random.Random) -> Case:
         local = datetime.fromtimestamp(now, zone)
         now = _local(zone, local.year, local.month, rng.choice([1, local.day]), rng.randint(0, 23))
         now += rng.choice([0, 1, -1, 1800])
+    if rng.random() < 0.1:                          # now just around a DST change
+        edges = _transitions(zone, now)
+        if edges:
+            now = rng.choice(edges) + rng.choice([-1800, -1, 0, 1, 300, 1800, 3000])
     hod = rng.choice([0, 0, 0, rng.randint(1, 23)])
     shape = rng.choice(["regular", "irregular", "bursts", "boundaries", "mixed"])
     times: list[int] = []

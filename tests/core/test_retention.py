@@ -155,6 +155,17 @@ def test_the_repeated_autumn_hour_is_one_hour_and_days_follow_the_wall_clock():
     assert kept_by_policy(days) == ["m000"]   # 01:30 local on the 25th is that day's first
 
 
+def test_a_past_snapshot_in_a_wall_clock_hour_after_now_is_kept_as_btrbk_keeps_it():
+    zone = ZoneInfo("Pacific/Chatham")      # on 2024-04-07, 03:45 +13:45 becomes 02:45 +12:45
+    first_pass = at(2024, 4, 7, 3, 10, zone=zone)
+    now = at(2024, 4, 6, 14, 5)              # 02:50 +12:45, the second time round
+    assert first_pass < now
+    snaps = snaps_at(now - timedelta(days=3), first_pass, first_pass + timedelta(minutes=15))
+    verdicts = select(snaps, policy("1d", preserve_min="latest"), now, zone)
+    assert kept(verdicts) == [snaps[1].name, snaps[2].name]
+    assert verdicts[1].future and verdicts[1].reasons[0] == FUTURE
+
+
 def test_month_follows_the_week_that_began_before_the_day_start_hour():
     """btrbk 0.32.5 reads the calendar day here and puts the first snapshot in June, as June's
     first weekly, so it keeps only that one. Its manual, and replicator, put it in May: its day
