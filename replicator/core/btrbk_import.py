@@ -163,7 +163,7 @@ def _parse(text: str) -> tuple[_Section, list[str]]:
 @dataclass
 class _Job:
     name: str
-    host: tuple[str, int] | None
+    host: str | None                        # a [hosts.NAME] for a remote source (pull mode)
     subvolumes: list[str]
     snapshot_dir: str
     retention: dict[str, object]
@@ -175,7 +175,8 @@ def _retention(section: _Section, prefix: str) -> dict[str, object]:
     """btrbk's <prefix>_preserve_min / _preserve and the calendar options, with its defaults."""
     return {"preserve_min": section.get(f"{prefix}_preserve_min", "all"),
             "preserve": section.get(f"{prefix}_preserve", "no") or "no",
-            "day_start_hour": int(section.get("preserve_hour_of_day", "0") or 0),
+            "day_start_hour": int(hour) if (hour := section.get("preserve_hour_of_day", "0") or "0").isdigit()
+            else hour,                      # btrbk refuses it too; check-config will say so
             "week_start": section.get("preserve_day_of_week", "sunday"),
             "timezone": "local"}
 
