@@ -19,14 +19,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from btrbk_cases import Btrbk, Case, agrees, bug_applies, make_case, ours
 
-pytestmark = pytest.mark.skipif(not Btrbk.available(),
-                                reason="needs btrbk and perl: run scripts/setup.sh (Debian package btrbk)")
-
 EXAMPLES = int(os.environ.get("REPLICATOR_BTRBK_EXAMPLES", "200"))
 
 
 @pytest.fixture(scope="module")
 def btrbk():
+    Btrbk.require()
     process = Btrbk()
     yield process
     process.close()
