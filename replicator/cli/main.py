@@ -8,12 +8,12 @@ import sys
 from typing import Sequence
 
 from replicator import __version__, logsetup
-from replicator.cli import (check_config, daemon, demo, diff, log, prune, replicate, restore, run, serve,
-                            snapshot, status, trigger, verify)
+from replicator.cli import (check_config, daemon, demo, diff, import_btrbk, log, prune, replicate, restore, run,
+                            serve, snapshot, status, trigger, verify)
 from replicator.core.errors import ReplicatorError
 
 SUBCOMMANDS = (check_config, snapshot, replicate, prune, run, daemon, status, trigger, log, restore,
-               verify, diff, demo, serve)
+               verify, diff, demo, import_btrbk, serve)
 
 EPILOG = """exit codes:
   0  done            1  warning          2  usage or config error (nothing changed)

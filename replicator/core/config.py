@@ -247,7 +247,7 @@ class _Reader:
                             self.problem(f"{path}.datasets",
                                          f"{b!r} is inside {a!r}, which recursive = true already covers")
             return ZfsSource(datasets=datasets, recursive=bool(recursive),
-                             retention=self.retention(path, t), host=host)
+                             retention=self.retention(path, t, source=True), host=host)
         if kind == "btrfs":
             t = self.table(path, value, {"kind", "subvolumes", "snapshot_dir", "retention", "host"})
             subvolumes = self.strings(path, t, "subvolumes")
@@ -263,7 +263,7 @@ class _Reader:
             if snapshot_dir is not None and (why := names.btrfs_path_problem(snapshot_dir)):
                 self.problem(f"{path}.snapshot_dir", why)
             return BtrfsSource(subvolumes=subvolumes, snapshot_dir=(snapshot_dir or "").rstrip("/"),
-                               retention=self.retention(path, t), host=host)
+                               retention=self.retention(path, t, source=True), host=host)
         if kind is not None:
             self.problem(f"{path}.kind", f"{kind!r} is not a source kind: use \"zfs\" or \"btrfs\"")
         return None
@@ -336,13 +336,15 @@ class _Reader:
                                           "transfer's retries) or false (never spool)")
         return "on-retry"
 
-    def retention(self, parent: str, table: Mapping[str, Any]) -> Retention:
+    def retention(self, parent: str, table: Mapping[str, Any], *, source: bool = False) -> Retention:
+        """A retention table; its preserve_min follows btrbk's snapshot_preserve_min on a source
+        and target_preserve_min on a target."""
         path = f"{parent}.retention"
         t = self.table(path, self.get(parent, table, "retention", dict, {}) or {},
                        {"preserve_min", "preserve", "day_start_hour", "week_start", "timezone"})
         minimum = self.get(path, t, "preserve_min", str, "all") or "all"
         try:
-            minimum = parse_preserve_min(minimum)
+            minimum = parse_preserve_min(minimum, source=source)
         except RetentionSyntaxError as e:
             self.problem(f"{path}.preserve_min", str(e))
         preserve_text = self.get(path, t, "preserve", str, "") or ""

@@ -1,26 +1,48 @@
 """Which snapshots to keep: btrbk's `preserve_min` and `preserve "24h 14d 8w 12m *y"`, explained.
 
 `select()` decides over one dataset's snapshots (this tool's own, with the time in their names)
-and returns, for every snapshot, keep or destroy and every reason. Whatever the policy says, it
-keeps the newest snapshot and every protected one (an incremental base, a pending resume).
+and returns, for every snapshot, keep or destroy and every reason. The policy means exactly what
+it means in btrbk 0.32.5 (its `schedule()`, the code its prune runs; tests/core compare the two):
 
-Buckets are wall-clock periods in the policy's time zone, so DST shifts move them the way a
-person reading a clock expects. A "day" starts at `day_start_hour`, a "week" on `week_start`
-(0 = Monday), months and years at that hour on the 1st. Period 0 is the one `now` is in: "14d"
-keeps the first (oldest) snapshot of today and of each of the 13 days before.
+- Periods are wall-clock hours, days, weeks, months and years in the policy's time zone. A day
+  starts at `day_start_hour`, a week on `week_start`. A month is made of the weeks that start in
+  it, a year of the months that start in it. Period 0 is the one `now` is in, except for months
+  and years, where btrbk counts from the calendar month and year of `now`.
+- "14d" keeps the first (oldest) snapshot of today and of each of the 14 days before: periods
+  0..N, so N + 1 of them. "*" keeps every period.
+- The rules are nested as in btrbk: the daily snapshots are picked among the hourly ones, the
+  weekly among the daily, the monthly among the weekly, the yearly among the monthly.
+- `preserve_min` keeps whole periods too: "2d" is everything from today and the 2 days before.
+- Distances between hours are counted on the wall clock, as btrbk does: across a DST change a
+  day is still 24 "hours", and the hour that repeats in autumn is one hour.
+
+One deliberate difference (the README says it): btrbk 0.32.5 decides a snapshot's month from the
+calendar day, not from the day that starts at `day_start_hour`; a snapshot taken before that hour
+in a week that began on the last day of the previous month lands in the new month there. Here it
+belongs to the month its week started in, as btrbk's manual says.
+
+What replicator adds to the policy: the newest snapshot, every `protected` one (incremental
+bases, held snapshots) and snapshots dated after `now` are kept whatever the policy says.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, tzinfo
 from typing import Mapping, Sequence
 
 UNITS = {"h": "hourly", "d": "daily", "w": "weekly", "m": "monthly", "y": "yearly"}
-_DURATION = re.compile(r"(\d+)([hdwmy])")
-_RULE = re.compile(r"(\d+|\*)([hdwmy])")
-_APPROX_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 31, "y": 24 * 366}
+WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# btrbk's grammar. A preserve word is a count or "*" and a unit in either case ("24H"); the
+# source's preserve_min is btrbk's snapshot_preserve_min (no "no", no zero), a target's is its
+# target_preserve_min.
+_RULE = re.compile(r"(\*|[0-9]+)([hdwmyHDWMY])")
+_MIN_SOURCE = re.compile(r"all|latest|[1-9][0-9]*[hdwmy]")
+_MIN_TARGET = re.compile(r"all|latest|no|[0-9]+[hdwmy]")
+_MIN_PERIOD = re.compile(r"([0-9]+)([hdwmy])")
+FUTURE = "dated after now (clock skew?): kept"
 
 
 class RetentionSyntaxError(ValueError):
@@ -59,10 +81,13 @@ class Verdict:
     name: str
     keep: bool
     reasons: tuple[str, ...] = field(default=())
+    future: bool = False                # dated after now: kept, worth a warning
 
 
 def parse_preserve(text: str) -> tuple[Rule, ...]:
-    """`"24h 14d 8w 12m *y"` -> rules; raises RetentionSyntaxError naming the bad word."""
+    """`"24h 14d 8w 12m *y"` or "no" -> rules; raises RetentionSyntaxError naming the bad word."""
+    if text.strip() == "no":
+        return ()
     rules = []
     seen: set[str] = set()
     for word in text.split():
@@ -70,77 +95,121 @@ def parse_preserve(text: str) -> tuple[Rule, ...]:
         if not match:
             raise RetentionSyntaxError(
                 f"{word!r} is not a preserve rule: write a count and a unit (h d w m y), or '*' "
-                "for all, e.g. \"24h 14d 8w 12m *y\"")
-        count, unit = match.groups()
+                "for all, e.g. \"24h 14d 8w 12m *y\", or \"no\" for none")
+        count, unit = match.group(1), match.group(2).lower()
         if unit in seen:
             raise RetentionSyntaxError(f"unit {unit!r} appears twice: give each unit once")
         seen.add(unit)
+        if count == "0":
+            continue  # btrbk reads a bare 0 as "no rule" (Perl's false), not as "period 0 only"
         rules.append(Rule(unit, None if count == "*" else int(count)))
     return tuple(rules)
 
 
-def parse_preserve_min(text: str) -> str:
-    if text in ("all", "latest", "no") or _DURATION.fullmatch(text):
+def parse_preserve_min(text: str, *, source: bool = False) -> str:
+    """A preserve_min as btrbk accepts it: on a source like its snapshot_preserve_min (which has
+    no "no" and no zero count), on a target like target_preserve_min."""
+    if (_MIN_SOURCE if source else _MIN_TARGET).fullmatch(text):
         return text
+    if source and (text == "no" or _MIN_PERIOD.fullmatch(text)):
+        raise RetentionSyntaxError(
+            f"{text!r} is not a source preserve_min (btrbk's snapshot_preserve_min refuses it too): "
+            "write \"latest\" to keep only what preserve keeps (the newest snapshot stays anyway)")
+    choices = "\"all\", \"latest\"" + ("" if source else ", \"no\"")
     raise RetentionSyntaxError(
-        f"{text!r} is not a preserve_min: use \"all\", \"latest\", \"no\" or a duration like \"2d\"")
+        f"{text!r} is not a preserve_min: use {choices} or a count of periods like \"2d\" "
+        "(units h d w m y, lower case)")
 
 
-def _min_cutoff(policy: Policy, now: datetime) -> datetime | None:
-    match = _DURATION.fullmatch(policy.preserve_min)
-    if not match:
-        return None
-    count, unit = int(match.group(1)), match.group(2)
-    if unit in "hdw":
-        return now - timedelta(hours=count * _APPROX_HOURS[unit])
-    months = count * (12 if unit == "y" else 1)
-    year, month = divmod(now.year * 12 + now.month - 1 - months, 12)
-    day = min(now.day, 28)
-    return now.replace(year=year, month=month + 1, day=day)
+_EPOCH_HOUR = date(1970, 1, 1).toordinal() * 24
 
 
-def period(when: datetime, unit: str, policy: Policy, zone: tzinfo) -> int:
-    """A number for the wall-clock period of `unit` that `when` falls in; consecutive periods
-    have consecutive numbers."""
-    return _local_period(when.astimezone(zone), unit, policy)
+def _wall_hours(times: Sequence[datetime], zone: tzinfo) -> list[int]:
+    """The wall-clock hour of each instant in `zone`: hours since 0001-01-01 00:00 local time,
+    so the hour that repeats in autumn is one hour, as in btrbk."""
+    hours = []
+    for when in times:
+        seconds = when.timestamp()
+        offset = _steady_offset(zone, int(seconds // 3600))
+        if offset is None:
+            local = when.astimezone(zone)
+            hours.append(local.toordinal() * 24 + local.hour)
+        else:
+            hours.append(_EPOCH_HOUR + int((seconds + offset) // 3600))
+    return hours
 
 
-def _local_period(local: datetime, unit: str, policy: Policy) -> int:
+@lru_cache(maxsize=1 << 16)
+def _steady_offset(zone: tzinfo, utc_hour: int) -> float | None:
+    """The zone's UTC offset in seconds throughout this UTC hour, or None if it changes in it
+    (or right at its end; those instants are converted one by one). Looking the offset up is
+    most of the cost for 100,000 snapshots, and datasets of one job share their hours."""
+    first, after = _offset_at(zone, utc_hour), _offset_at(zone, utc_hour + 1)
+    return first if first == after else None
+
+
+@lru_cache(maxsize=1 << 16)
+def _offset_at(zone: tzinfo, utc_hour: int) -> float | None:
+    offset = datetime.fromtimestamp(utc_hour * 3600, zone).utcoffset()
+    return None if offset is None else offset.total_seconds()
+
+
+def _deltas(here: datetime, hours: Sequence[int], policy: Policy) -> list[tuple[int, ...]]:
+    """(hours, days, weeks, months, years) back from `here` (now, local) for each wall-clock
+    hour, as btrbk counts them: a day starts at day_start_hour, a week on week_start, and a
+    snapshot's month and year are those its week started in; now's are its calendar ones."""
+    hod = policy.day_start_hour
+    # Day ordinals: 0001-01-01 (ordinal 1) is a Monday, so weeks that start on weekday k
+    # (0 = Monday) begin at ordinals congruent to k + 1 modulo 7.
+    week_offset = policy.week_start + 1
+    now_hour = here.toordinal() * 24 + here.hour
+    now_day = (now_hour - hod) // 24
+    now_week = (now_day - week_offset) // 7
+    now_month = here.year * 12 + here.month - 1
+    by_hour: dict[int, tuple[int, ...]] = {}
+    out = []
+    for hour in hours:
+        deltas = by_hour.get(hour)
+        if deltas is None:
+            day = (hour - hod) // 24
+            week = (day - week_offset) // 7
+            start = date.fromordinal(week * 7 + week_offset)
+            deltas = by_hour[hour] = (now_hour - hour, now_day - day, now_week - week,
+                                      now_month - (start.year * 12 + start.month - 1), here.year - start.year)
+        out.append(deltas)
+    return out
+
+
+def _nested_firsts(deltas: Sequence[tuple[int, ...]]) -> list[dict[int, int]]:
+    """For each unit, period (delta) -> index of its first snapshot, picked as btrbk does: the
+    first of each hour; among those, per day, the one of the oldest hour; and so on up."""
+    firsts: list[dict[int, int]] = []
+    level: dict[int, int] = {}
+    for i, d in enumerate(deltas):
+        level.setdefault(d[0], i)
+    firsts.append(level)
+    for unit in range(1, 5):
+        above: dict[int, int] = {}
+        for key in sorted(level, reverse=True):
+            i = level[key]
+            above.setdefault(deltas[i][unit], i)
+        firsts.append(above)
+        level = above
+    return firsts
+
+
+def _rule_reason(unit: str, delta: int, policy: Policy, now_month: int, months_ago: int) -> str:
     if unit == "h":
-        return local.date().toordinal() * 24 + local.hour
-    day = (local - timedelta(hours=policy.day_start_hour)).date()
+        return f"first of hour, {delta} hours ago"
     if unit == "d":
-        return day.toordinal()
+        start = f" (starting at {policy.day_start_hour:02d}:00)" if policy.day_start_hour else ""
+        return f"first of day{start}, {delta} days ago"
     if unit == "w":
-        return (day.toordinal() - 1 - policy.week_start) // 7
+        return f"first of week (starting {WEEKDAY_NAMES[policy.week_start]}), {delta} weeks ago"
+    year, month_of_year = divmod(now_month - months_ago, 12)
     if unit == "m":
-        return day.year * 12 + day.month - 1
-    return day.year
-
-
-class _Periods:
-    """`period()` of many times at once, for every unit: each time is converted to the zone
-    once, and its day once, instead of once per rule (most of the work for 100,000 snapshots)."""
-
-    def __init__(self, times: Sequence[datetime], policy: Policy, zone: tzinfo) -> None:
-        self._local = [t.astimezone(zone) for t in times]
-        self._policy = policy
-        self._days: list[date] | None = None
-
-    def of(self, unit: str) -> list[int]:
-        if unit == "h":
-            return [local.toordinal() * 24 + local.hour for local in self._local]
-        if self._days is None:
-            shift = timedelta(hours=self._policy.day_start_hour)
-            self._days = [(local - shift).date() for local in self._local]
-        if unit == "d":
-            return [day.toordinal() for day in self._days]
-        if unit == "w":
-            start = self._policy.week_start
-            return [(day.toordinal() - 1 - start) // 7 for day in self._days]
-        if unit == "m":
-            return [day.year * 12 + day.month - 1 for day in self._days]
-        return [day.year for day in self._days]
+        return f"first weekly of month {year}-{month_of_year + 1:02d}, {delta} months ago"
+    return f"first weekly of year {year}, {delta} years ago"
 
 
 def select(snapshots: Sequence[Candidate], policy: Policy, now: datetime, zone: tzinfo,
@@ -148,37 +217,52 @@ def select(snapshots: Sequence[Candidate], policy: Policy, now: datetime, zone: 
     """Keep or destroy each snapshot, oldest first, with every reason that applies.
 
     `protected` maps snapshot names to why they must stay (e.g. "incremental base of target
-    offsite"); those, and the newest snapshot, are never destroyed.
+    offsite"); those, the newest snapshot and snapshots dated after `now` are never destroyed.
     """
     protected = protected or {}
     ordered = sorted(snapshots, key=lambda c: (c.created, c.name))
-    reasons: dict[str, list[str]] = {c.name: [] for c in ordered}
+    reasons: list[list[str]] = [[] for _ in ordered]
+    names = {c.name: i for i, c in enumerate(ordered)}
     for name, why in protected.items():
-        if name in reasons:
-            reasons[name].append(why)
+        if name in names:
+            reasons[names[name]].append(why)
     if ordered:
-        reasons[ordered[-1].name].append("newest snapshot")
-    cutoff = _min_cutoff(policy, now)
-    minimum = f"preserve_min {policy.preserve_min}"
-    for c in ordered:
-        if policy.preserve_min == "all":
-            reasons[c.name].append("preserve_min all")
-        elif cutoff is not None and c.created >= cutoff:
-            reasons[c.name].append(minimum)
-        if c.created > now:
-            reasons[c.name].append("created after now (clock skew?)")
-    periods = _Periods([c.created for c in ordered] if policy.preserve else [], policy, zone)
-    for rule in policy.preserve:
-        current = period(now, rule.unit, policy, zone)
-        first_of: dict[int, Candidate] = {}
-        for number, c in zip(periods.of(rule.unit), ordered):
-            first_of.setdefault(number, c)
-        reason = f"{UNITS[rule.unit]} ({rule})"
-        for number, c in first_of.items():
-            age = current - number
-            if 0 <= age and (rule.count is None or age < rule.count):
-                reasons[c.name].append(reason)
+        reasons[-1].append("newest snapshot")
+    future = [c.created > now for c in ordered]
+    for i, ahead in enumerate(future):
+        if ahead:
+            reasons[i].append(FUTURE)
+    minimum = policy.preserve_min
+    if minimum in ("all", "latest") and ordered:
+        for i in (range(len(ordered)) if minimum == "all" else (len(ordered) - 1,)):
+            reasons[i].append(f"preserve_min {minimum}")
+    period_min = _MIN_PERIOD.fullmatch(minimum)
+    if ordered and (period_min or policy.preserve):
+        here = now.astimezone(zone)
+        deltas = _deltas(here, _wall_hours([c.created for c in ordered], zone), policy)
+        for i, d in enumerate(deltas):
+            # Later on the wall clock than now but not in time: the hour after now was repeated
+            # (a DST change that crosses an hour). btrbk keeps these as "in the future" too.
+            if d[0] < 0 and not future[i]:
+                future[i] = True
+                reasons[i].append(FUTURE)
+        if period_min:
+            count, unit = int(period_min.group(1)), "hdwmy".index(period_min.group(2))
+            for i, d in enumerate(deltas):
+                if 0 <= d[unit] <= count:
+                    reasons[i].append(f"preserve_min {minimum}")
+        rules = {r.unit: r for r in policy.preserve}
+        for unit_index, firsts in enumerate(_nested_firsts(deltas) if rules else ()):
+            rule = rules.get("hdwmy"[unit_index])
+            if rule is None:
+                continue
+            for delta, i in firsts.items():
+                # A negative distance is a snapshot after now: kept for that, not by a rule.
+                if delta >= 0 and (rule.count is None or delta <= rule.count):
+                    reasons[i].append(_rule_reason(rule.unit, delta, policy,
+                                                   here.year * 12 + here.month - 1, deltas[i][3]))
     not_kept = (f"not kept by preserve_min {policy.preserve_min} or preserve "
-                f"\"{' '.join(map(str, policy.preserve))}\"",)
-    return tuple(Verdict(c.name, bool(reasons[c.name]), tuple(reasons[c.name]) or not_kept)
-                 for c in ordered)
+                f"\"{' '.join(map(str, policy.preserve)) or 'no'}\"",)
+    return tuple(Verdict(c.name, bool(reasons[i]), tuple(reasons[i]) or not_kept, future[i])
+                 for i, c in enumerate(ordered))
+

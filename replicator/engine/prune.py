@@ -213,6 +213,10 @@ async def _apply(ctx: Context, side: _Side, job: Job, report: PruneReport, dry_r
     items = {v.name: PruneItem(side.label, side.shown, v.name, "keep" if v.keep else "destroy",
                                list(v.reasons)) for v in verdicts}
     report.items.extend(items.values())
+    ahead = sum(v.future for v in verdicts)
+    if ahead:
+        report.notes.append(f"{side.label} {side.shown}: {ahead} snapshot(s) dated after now are kept "
+                            "whatever the policy says; check the clock of the host that named them")
     doomed = [v.name for v in verdicts if not v.keep]
     if dry_run or not doomed:
         return

@@ -53,7 +53,7 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
     now = now or datetime.now(timezone.utc)
     records = ctx.txlog.read(job=job.name)
     doc: dict[str, Any] = {"name": job.name, "kind": job.source.kind, "last_snapshot": None,
-                           "source_snapshots": 0, "error": None, "targets": []}
+                           "source_snapshots": 0, "error": None, "warnings": [], "targets": []}
     try:
         sources = await source_snapshots(job, ctx)
     except ReplicatorError as e:
@@ -65,6 +65,12 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
         doc["last_snapshot"] = {"name": newest[0].name,
                                 "time": _iso(names.parse_snapshot_name(newest[0].name, job.snapshot_prefix))}
     doc["source_snapshots"] = sum(len(s) for s in sources.values())
+    ahead = [t for t in (names.parse_snapshot_name(s.name, job.snapshot_prefix)
+                         for snaps in sources.values() for s in snaps) if t and t > now]
+    if ahead:
+        # Retention keeps these whatever the policy says: deleting by a clock that may be wrong
+        # could take the wrong snapshots. The admin has to look at the clock.
+        doc["warnings"].append(f"{len(ahead)} snapshot(s) dated after now, kept by retention; check the clock")
     for index, target in enumerate(job.targets):
         entry: dict[str, Any] = {"name": target.name, "where": target.where, "target_snapshots": None,
                                  "newest_common": None, "lag_seconds": None, "last_success": None,

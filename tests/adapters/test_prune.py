@@ -39,7 +39,7 @@ def test_a_month_of_snapshots_keeps_the_base_of_a_target_offline_for_weeks(make_
     src, dst = make_btrfs(), make_btrfs()
     run("btrfs", "subvolume", "create", src / "data")
     (src / ".snapshots").mkdir()
-    config = btrfs_config(tmp_path, src, dst, retention("no", "24h 7d"),
+    config = btrfs_config(tmp_path, src, dst, retention("latest", "24h 7d"),
                           '[job.target.retention]\npreserve_min = "latest"\n')
     month = list(range(30 * 24, 0, -6))          # every 6 hours for 30 days, oldest first
     offline_since = 21 * 24
@@ -63,7 +63,8 @@ def test_a_month_of_snapshots_keeps_the_base_of_a_target_offline_for_weeks(make_
     assert pruned.code == 0, pruned.out + pruned.err
     left = {p.name.partition("@")[2] for p in (src / ".snapshots").iterdir()}
     assert base in left
-    expected_days = {(NOW - timedelta(hours=h)).date() for h in month if h < 7 * 24}
+    # "7d" is today and the 7 days before, as in btrbk: at most 8 daily snapshots.
+    expected_days = {(NOW - timedelta(days=d)).date() for d in range(8)}
     assert len(left) <= 4 + len(expected_days) + 1, sorted(left)
     received = {p.name.partition("@")[2] for p in (dst / "backup").iterdir()}
     assert received == {base}, "target retention keeps the base, which is also its newest"
@@ -120,7 +121,7 @@ def test_snapshots_that_are_not_ours_are_never_touched(make_zpool, tmp_path):
     for name in ("manual-before-upgrade", "autosnap_2020-01-01_00:00:00_daily", hours_ago(30), hours_ago(20)):
         run("zfs", "snapshot", f"{src}/data@{name}")
     config = tmp_path / "config.toml"
-    config.write_text(zfs_job("tank", [f"{src}/data"], []) + retention("no") + target_table(f"{dst}/b"))
+    config.write_text(zfs_job("tank", [f"{src}/data"], []) + retention("latest") + target_table(f"{dst}/b"))
     assert cli(config, "replicate").code == 0
     result = cli(config, "prune", "--json")
     assert result.code == 0, result.err
@@ -182,3 +183,22 @@ def test_a_crash_at_any_step_of_moving_the_hold_loses_nothing(make_zpool, tmp_pa
         assert tree_digest(zfs_received_tree(copy)) == tree_digest(data), point
         holds = held(f"{src}/data")
         assert sum(holds.values()) == 1 and holds[source_snaps[-1]] == 1, (point, holds)
+
+
+def test_a_snapshot_dated_after_now_is_kept_and_warned_about(make_btrfs, tmp_path):
+    src, dst = make_btrfs(), make_btrfs()
+    run("btrfs", "subvolume", "create", src / "data")
+    (src / ".snapshots").mkdir()
+    for hours in (50, 40, 30, -48):                  # the last one: a clock two days ahead
+        btrfs_snapshot_at(src, hours)
+    config = btrfs_config(tmp_path, src, dst, retention("latest", "1d"))
+    assert cli(config, "replicate").code == 0
+    dry = cli(config, "prune", "--dry-run")
+    assert dry.code == 0, dry.err
+    source = {line.split("@", 1)[1] for line in dry.out.splitlines() if line.startswith("home source ")}
+    assert f"{hours_ago(-48)}: keep (incremental base of target local; newest snapshot; dated after now " \
+        "(clock skew?): kept; preserve_min latest)" in source, dry.out
+    assert "dated after now are kept" in dry.out
+    status = cli(config, "status")
+    assert status.code == 1, status.out + status.err
+    assert "1 snapshot(s) dated after now, kept by retention; check the clock" in status.out

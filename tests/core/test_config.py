@@ -153,3 +153,21 @@ def test_the_example_config_is_valid():
     from pathlib import Path
     text = (Path(__file__).parents[2] / "config.example.toml").read_text()
     assert parse_config(text).jobs
+
+
+def with_retention(where: str, lines: str) -> str:
+    """GOOD with a retention table on job "home"'s source or its target."""
+    anchor = 'snapshot_dir = "/srv/.snapshots/"' if where == "source" else 'path = "/mnt/backup/hostA/"'
+    table = "[job.source.retention]" if where == "source" else "[job.target.retention]"
+    return GOOD.replace(anchor, f"{anchor}\n{table}\n{lines}")
+
+
+def test_preserve_min_no_is_refused_on_a_source_as_btrbk_refuses_it():
+    found = problems(with_retention("source", 'preserve_min = "no"'))
+    assert found[0].startswith("job[1].source.retention.preserve_min: 'no' is not a source preserve_min"), found
+    assert '"latest"' in found[0]
+    target = parse_config(with_retention("target", 'preserve_min = "no"\npreserve = "24H 7d"')).jobs[1].targets[0]
+    assert target.retention.policy.preserve_min == "no"
+    assert [str(r) for r in target.retention.policy.preserve] == ["24h", "7d"]
+    source = parse_config(with_retention("source", 'preserve_min = "latest"\npreserve = "no"')).jobs[1].source
+    assert source.retention.policy.preserve == ()
