@@ -94,7 +94,7 @@ def _interrupted_sends(ctx: Context, job: Job, target: Target) -> set[str]:
     off, by the transaction log, with no success since."""
     interrupted = set()
     for r in ctx.txlog.read(job=job.name):
-        if r.get("type") != "send" or r.get("target") != target.name:
+        if r.get("type") != "send" or r.get("target") != target.name or not isinstance(r.get("source"), str):
             continue
         entry = names.btrfs_entry(names.basename(r.get("source") or ""), r.get("snapshot") or "")
         if r.get("status") in ("failed", "incomplete"):
