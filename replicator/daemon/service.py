@@ -28,7 +28,7 @@ from replicator.engine.context import Context, open_context
 from replicator.engine.prune import prune_job, resolve_zone
 from replicator.engine.replicate import replicate_job
 from replicator.engine.snapshot import take_snapshots
-from replicator.engine.status import newest_time, source_snapshots, survey
+from replicator.engine.status import dated, source_snapshots, survey
 from replicator.engine.verify import verify_job
 
 log = structlog.get_logger()
@@ -82,14 +82,24 @@ class Daemon:
     async def start_job(self, job: Job) -> None:
         assert self.ctx is not None
         state = JobState(job.name)
+        records = self.ctx.txlog.read(job=job.name)
+        # When this job last ran is what the log recorded, by our clock. A snapshot's name says
+        # when only for snapshots we took; a hand-made or mis-clocked one dated 2099 would
+        # otherwise put the next run in 2099. Names serve only a log that has no record.
+        taken = [r for r in records if r["type"] == "snapshot" and r["status"] == "success"]
         try:
-            state.last_snapshot = newest_time(await source_snapshots(job, self.ctx), job.snapshot_prefix)
+            found = dated(await source_snapshots(job, self.ctx), job.snapshot_prefix, self.wall())
+            if found.future:
+                log.warning("snapshots dated in the future; they are kept, and ignored for the schedule",
+                            job=job.name, snapshots=list(found.future))
+            state.last_snapshot = found.newest_time
         except ReplicatorError as e:
             state.last_error = str(e)
-        last = [r for r in self.ctx.txlog.read(job=job.name)
-                if r.get("type") == "send" and r.get("status") == "success"]
-        if last:
-            state.last_replicate = datetime.fromisoformat(last[-1]["time"])
+        if taken:
+            state.last_snapshot = datetime.fromisoformat(taken[-1]["time"])
+        sent = [r for r in records if r["type"] == "send" and r["status"] == "success"]
+        if sent:
+            state.last_replicate = datetime.fromisoformat(sent[-1]["time"])
         self.states[job.name] = state
         self.jobs[job.name] = job
         lock = self.overlap.setdefault(job.name, trio.Lock())
