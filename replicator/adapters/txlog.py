@@ -25,6 +25,8 @@ from typing import Any, Iterator
 
 import structlog
 
+from replicator.adapters.locks import state_error
+
 log = structlog.get_logger()
 
 KEEP_ROTATED = 3
@@ -69,12 +71,19 @@ class TxLog:
         self.max_bytes = max_bytes
 
     def append(self, **record: Any) -> None:
+        """Write one record durably; raises StateError when the log cannot be written."""
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                   "pid": os.getpid(), **record}
         # A message can hold text decoded with surrogateescape; backslashreplace writes those
         # code points as JSON escapes, so the line stays valid UTF-8 and valid JSON.
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "backslashreplace")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._write(line)
+        except OSError as e:
+            raise state_error("write the transaction log", self.path, e) from None
+
+    def _write(self, line: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._rotate_if_full(len(line))
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         try:
@@ -124,14 +133,21 @@ class TxLog:
         return [path for path in [*rotated, self.path] if path.exists()]
 
     def scan(self) -> tuple[list[dict[str, Any]], list[Damage]]:
-        """Every record, oldest first, and every damaged line; reads each file once."""
+        """Every record, oldest first, and every damaged line; reads each file once. Raises
+        StateError when the log cannot be read."""
         records: list[dict[str, Any]] = []
         damaged: list[Damage] = []
-        for path in self.files():
+        try:
+            files = self.files()
+        except OSError as e:
+            raise state_error("read the transaction log", self.path, e) from None
+        for path in files:
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
                 continue  # rotated away while we listed
+            except OSError as e:
+                raise state_error("read the transaction log", path, e) from None
             lines = data.split(b"\n")
             if lines[-1] == b"":
                 lines.pop()

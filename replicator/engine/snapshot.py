@@ -14,7 +14,7 @@ from replicator.adapters.btrfs import Btrfs
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
 from replicator.core.config import BtrfsSource, Job
-from replicator.core.errors import ReplicatorError
+from replicator.core.errors import ReplicatorError, StateError
 from replicator.engine.context import Context
 
 log = structlog.get_logger()
@@ -39,9 +39,12 @@ def _utcnow() -> datetime:
 
 async def take_snapshots(job: Job, ctx: Context, *, dry_run: bool = False,
                          clock: Callable[[], datetime] = _utcnow) -> SnapshotResult:
-    """Snapshot every dataset or subvolume of `job`; errors are returned, not raised."""
+    """Snapshot every dataset or subvolume of `job`; errors are returned, not raised, except
+    StateError: a state directory that cannot be written stops more than this job."""
     try:
         return await _take(job, ctx, dry_run, clock)
+    except StateError:
+        raise
     except ReplicatorError as e:
         log.error("snapshot failed", job=job.name, error=str(e))
         return SnapshotResult(job=job.name, name="", taken=(), error=str(e))
