@@ -34,6 +34,7 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
         await remote.ensure_directory(target.path)
     results = []
     interrupted: set[str] | None = None  # read from the log once, and only if something is to be sent
+    starved: set[str] = set()            # of those, the ones that failed for lack of space
     for subvolume_path in source.subvolumes:
         subvolume = names.basename(subvolume_path)
         result = TargetResult(job.name, target.name, subvolume_path, where(target, target.path), "up_to_date")
@@ -49,7 +50,7 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
                 await remote.delete(doomed)
         if isinstance(decision, Plan) and decision.steps and not dry_run:
             if interrupted is None:
-                interrupted = _interrupted_sends(ctx, job, target)
+                interrupted, starved = _interrupted_sends(ctx, job, target)
             blocking = await _clear_interrupted(ctx, job, target, remote, subvolume, decision, interrupted,
                                                 btrfs_adapter.unfinished(target_entries or {}, subvolume))
             if blocking:
@@ -66,8 +67,13 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
             assert step.snapshot is not None
             entry = names.btrfs_entry(subvolume, step.snapshot.name)
             spool = Spool(runner, target.path, entry, step.base.name if step.base else None)
-            if await _spool_this_attempt(target, entry, spool, interrupted or set()):
-                return await spooled(ctx, label, target, src, send, spool)
+            if await _spool_this_attempt(target, entry, spool, interrupted or set(), starved):
+                try:
+                    return await spooled(ctx, label, target, src, send, spool)
+                except NoRoomToSpool as e:
+                    log.warning("no room on the target for the spool and the received copy; streaming "
+                                "directly", label=label, error=str(e))
+                    await _remove_unfinished(remote, target, entry)
             return await stream(ctx, label, target, src, send, runner, btrfs_adapter.receive_argv(target.path),
                                 compress=target.compress_level)
 
@@ -75,33 +81,56 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
     return results
 
 
-async def _spool_this_attempt(target: Target, entry: str, spool: Spool, interrupted: set[str]) -> bool:
+async def _spool_this_attempt(target: Target, entry: str, spool: Spool, interrupted: set[str],
+                              starved: set[str]) -> bool:
     """Whether this transfer of `entry` stages its stream in the spool (`resumable`).
 
     "on-retry" streams a first attempt straight into `btrfs receive` (the target writes the data
     once) and spools a transfer that failed before, or whose spool an earlier attempt began, so
-    that from the second attempt on an interruption loses nothing."""
+    that from the second attempt on an interruption loses nothing. It never spools the retry of
+    an attempt that failed for lack of space: the spool and the received copy need twice the
+    stream's space. A spool needs at least MIN_FREE free beside what it holds, else the stream
+    goes directly. A spool that will not be used is removed: it would only take space."""
+    have = await spool.size()
     if target.resumable != "on-retry":
-        return target.resumable == "always"
-    if entry in interrupted:
+        use = target.resumable == "always"
+    elif entry in starved:
+        log.info("the last attempt ran out of space: streaming directly, without a spool",
+                 target=target.name, entry=entry)
+        use = False
+    elif entry in interrupted:
         log.info("spooling the retry of an interrupted transfer", target=target.name, entry=entry)
-        return True
-    return await spool.size() > 0
+        use = True
+    else:
+        use = have > 0
+    if use:
+        avail = await spool.prepare()
+        if avail is not None and avail + have < MIN_FREE:
+            log.warning("too little space on the target to spool; streaming directly", target=target.name,
+                        entry=entry, free_mib=avail >> 20)
+            use = False
+    if not use and have:
+        log.info("removing a spool this transfer does not use", target=target.name, spool=spool.path)
+        await spool.remove()
+    return use
 
 
-def _interrupted_sends(ctx: Context, job: Job, target: Target) -> set[str]:
+def _interrupted_sends(ctx: Context, job: Job, target: Target) -> tuple[set[str], set[str]]:
     """The entries (SUBVOLUME@SNAPSHOT) whose send by this job to this target failed or was cut
-    off, by the transaction log, with no success since."""
-    interrupted = set()
+    off, by the transaction log, with no success since; and those of them whose last attempt
+    failed for lack of space."""
+    interrupted, starved = set(), set()
     for r in ctx.txlog.read(job=job.name):
         if r.get("type") != "send" or r.get("target") != target.name or not isinstance(r.get("source"), str):
             continue
         entry = names.btrfs_entry(names.basename(r.get("source") or ""), r.get("snapshot") or "")
         if r.get("status") in ("failed", "incomplete"):
             interrupted.add(entry)
+            (starved.add if NO_SPACE in (r.get("message") or "") else starved.discard)(entry)
         elif r.get("status") == "success":
             interrupted.discard(entry)
-    return interrupted
+            starved.discard(entry)
+    return interrupted, starved
 
 
 async def _clear_interrupted(ctx: Context, job: Job, target: Target, remote: Btrfs, subvolume: str,
@@ -123,6 +152,24 @@ async def _clear_interrupted(ctx: Context, job: Job, target: Target, remote: Btr
 
 
 MIN_FREE = 64 << 20
+# How a command says ENOSPC (strerror), in the messages of failed transfers.
+NO_SPACE = "No space left on device"
+
+
+class NoRoomToSpool(CommandError):
+    """The spool, or the copy received from it, filled the target; the spool is removed."""
+
+
+def _out_of_space(error: CommandError) -> bool:
+    return NO_SPACE in error.message or NO_SPACE in error.stderr
+
+
+async def _remove_unfinished(remote: Btrfs, target: Target, entry: str) -> None:
+    """Delete what a `btrfs receive -f` that ran out of space left of `entry` (no received_uuid)."""
+    entries = await remote.entries(target.path) or {}
+    left = entries.get(entry)
+    if left is not None and not left.received_uuid:
+        await remote.delete([f"{target.path}/{entry}"])
 
 
 async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: list[str], spool: Spool) -> int:
@@ -132,11 +179,7 @@ async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: l
     sends only what the spool lacks (the same snapshots give the same stream; the prefix is
     checked by hash before it is skipped). The spool lives on the target filesystem and is
     removed once received. Returns the bytes sent in this attempt."""
-    avail = await spool.prepare()
-    if avail is not None and avail < MIN_FREE:
-        raise CommandError(f"{target.where} has only {avail >> 20} MiB free for the spool of {label}",
-                           hint="free space on the target filesystem, or set resumable = false on this "
-                                "target: it then never spools, and an interrupted transfer starts over")
+    await spool.prepare()
     have = await spool.size()
     sender_runner, sender = src, send
     if have:
@@ -152,12 +195,23 @@ async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: l
         moved = await stream(ctx, label, target, sender_runner, sender, spool.runner,
                              spool.writer_argv(append=bool(have)), compress=target.compress_level)
     except CommandError as e:
+        if _out_of_space(e):
+            await spool.remove()
+            raise NoRoomToSpool(f"the spool of {label} filled {target.where}: {e.message}") from None
         if not (have and e.status == PREFIX_MISMATCH and e.argv[:1] == (sys.executable,)):
             raise
         log.warning("the spool does not match the stream; starting it over", label=label, spool=spool.path)
         await spool.remove()
         return await spooled(ctx, label, target, src, send, spool)
     crashpoint("after-spool")
-    await spool.receive()
+    try:
+        await spool.receive()
+    except CommandError as e:
+        if not _out_of_space(e):
+            raise
+        # Received from the spool, the copy needs the space a second time; the spool goes, and
+        # the caller streams directly into the room it frees.
+        await spool.remove()
+        raise NoRoomToSpool(f"receiving the spool of {label} filled {target.where}: {e.message}") from None
     await spool.remove()
     return moved
