@@ -62,17 +62,22 @@ def no_spool(dst) -> bool:
     return not spools.exists() or not list(spools.iterdir())
 
 
+def replicates_whole(config, src, dst, *args: str) -> str:
+    """Replicate; the copy must equal the source and no spool stay. Returns the log (stderr)."""
+    done = cli(config, "replicate", *args)
+    assert done.code == 0, done.out + done.err
+    [copy] = received(dst)
+    assert tree_digest(copy) == tree_digest(src / "data")
+    assert no_spool(dst), "a spool was left behind"
+    return done.err
+
+
 def test_a_spool_that_does_not_fit_falls_back_to_a_direct_stream(make_btrfs, tmp_path):
     # Room for the stream once, not twice: the spool fits, the copy received from it does not.
     src, dst, config = world(make_btrfs, tmp_path, "true")
     (dst / "backup").mkdir()
     fill(dst, leave=int(STREAM * 1.5))
-    done = cli(config, "replicate", "-v")
-    assert done.code == 0, done.out + done.err
-    assert "streaming directly" in done.err
-    [copy] = received(dst)
-    assert tree_digest(copy) == tree_digest(src / "data")
-    assert no_spool(dst), "the spool was removed"
+    assert "streaming directly" in replicates_whole(config, src, dst, "-v")
 
 
 def test_after_enospc_the_default_retry_streams_directly_and_a_stale_spool_is_removed(make_btrfs, tmp_path):
@@ -81,6 +86,7 @@ def test_after_enospc_the_default_retry_streams_directly_and_a_stale_spool_is_re
     fill(dst, leave=0)
     full = cli(config, "replicate")
     assert full.code == 3 and "No space left on device" in full.out, full.out + full.err
+    assert "is full: free space there" in full.out, "the hint names the cause"
     assert no_spool(dst)
 
     # As an older version left it: a spool of this transfer's retry, holding space.
@@ -91,12 +97,7 @@ def test_after_enospc_the_default_retry_streams_directly_and_a_stale_spool_is_re
     (spools / names.spool_file(snapshot.name, None)).write_bytes(os.urandom(40 << 20))
     assert free(dst) < STREAM, "the stale spool holds the room the stream needs"
 
-    again = cli(config, "replicate", "-v")
-    assert again.code == 0, again.out + again.err
-    assert "the last attempt ran out of space: streaming directly" in again.err
-    [copy] = received(dst)
-    assert tree_digest(copy) == tree_digest(src / "data")
-    assert no_spool(dst), "the stale spool was removed"
+    assert "the last attempt ran out of space: streaming directly" in replicates_whole(config, src, dst, "-v")
 
 
 @pytest.mark.parametrize("resumable", ["false", "true"])
@@ -109,8 +110,4 @@ def test_a_stale_spool_never_blocks_a_target(resumable, make_btrfs, tmp_path):
     spools.mkdir(parents=True)
     (spools / names.spool_file(snapshot.name, None)).write_bytes(b"not the stream")
     fill(dst, leave=int(STREAM * 1.3))
-    done = cli(config, "replicate")
-    assert done.code == 0, done.out + done.err
-    [copy] = received(dst)
-    assert tree_digest(copy) == tree_digest(src / "data")
-    assert no_spool(dst)
+    replicates_whole(config, src, dst)
