@@ -15,7 +15,7 @@ from replicator.core.config import BtrfsSource, Job, Target
 from replicator.adapters.skip import PREFIX_MISMATCH
 from replicator.adapters.spool import Spool
 from replicator.core.errors import CommandError
-from replicator.core.planner import Plan, Step, plan
+from replicator.core.planner import ConflictKind, Plan, Step, plan
 from replicator.engine.context import Context
 from replicator.engine.faults import crashpoint
 from replicator.engine.results import TargetResult, carry_out, where
@@ -50,9 +50,19 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
                 await remote.delete(doomed)
         if isinstance(decision, Plan) and decision.steps and not dry_run:
             if interrupted is None:
-                interrupted, starved = _interrupted_sends(ctx, job, target)
+                interrupted, starved, completed = _interrupted_sends(ctx, job, target)
+            unfinished = btrfs_adapter.unfinished(target_entries or {}, subvolume)
             blocking = await _clear_interrupted(ctx, job, target, remote, subvolume, decision, interrupted,
-                                                btrfs_adapter.unfinished(target_entries or {}, subvolume))
+                                                completed, unfinished)
+            written = [entry for entry in blocking if entry in completed]
+            if written:
+                result.status, result.conflict = "failed", ConflictKind.TARGET_DIVERGED.value
+                result.error = (f"the target diverged: {target.where} holds {', '.join(written)}, which "
+                                "were received complete and later made writable (their received_uuid is "
+                                "gone), so they may have been written to and are no longer a base. Set "
+                                "rollback_diverged = true for this target to delete and receive them "
+                                "again, or move them away")
+                continue
             if blocking:
                 result.status = "failed"
                 result.error = (f"{target.where} holds subvolume(s) named like the snapshots to send that "
@@ -115,40 +125,48 @@ async def _spool_this_attempt(target: Target, entry: str, spool: Spool, interrup
     return use
 
 
-def _interrupted_sends(ctx: Context, job: Job, target: Target) -> tuple[set[str], set[str]]:
+def _interrupted_sends(ctx: Context, job: Job, target: Target) -> tuple[set[str], set[str], set[str]]:
     """The entries (SUBVOLUME@SNAPSHOT) whose send by this job to this target failed or was cut
-    off, by the transaction log, with no success since; and those of them whose last attempt
-    failed for lack of space."""
-    interrupted, starved = set(), set()
+    off, by the transaction log, with no success since; those of them whose last attempt failed
+    for lack of space; and those whose last send succeeded."""
+    interrupted, starved, completed = set(), set(), set()
     for r in ctx.txlog.read(job=job.name):
         if r.get("type") != "send" or r.get("target") != target.name or not isinstance(r.get("source"), str):
             continue
         entry = names.btrfs_entry(names.basename(r.get("source") or ""), r.get("snapshot") or "")
         if r.get("status") in ("failed", "incomplete"):
             interrupted.add(entry)
+            completed.discard(entry)
             (starved.add if NO_SPACE in (r.get("message") or "") else starved.discard)(entry)
         elif r.get("status") == "success":
             interrupted.discard(entry)
             starved.discard(entry)
-    return interrupted, starved
+            completed.add(entry)
+    return interrupted, starved, completed
 
 
 async def _clear_interrupted(ctx: Context, job: Job, target: Target, remote: Btrfs, subvolume: str,
-                             decision: Plan, interrupted: set[str], unfinished: list[str]) -> list[str]:
-    """Delete what an interrupted `btrfs receive` of ours left where this plan will receive;
-    returns the entries in the way that are not provably ours (those are kept).
+                             decision: Plan, interrupted: set[str], completed: set[str],
+                             unfinished: list[str]) -> list[str]:
+    """Delete what stands where this plan will receive and is provably ours to delete; returns
+    the entries in the way that are kept.
 
     Two witnesses must agree: the filesystem (a subvolume without received_uuid) and the
-    transaction log (`interrupted`: our send of that very snapshot to this target did not succeed)."""
+    transaction log. Our send of that very snapshot to this target did not succeed: a partial
+    subvolume of an interrupted receive. It did succeed: a complete copy since made writable
+    (which clears received_uuid), deleted only with `rollback_diverged`."""
     planned = {names.btrfs_entry(subvolume, step.snapshot.name) for step in decision.steps if step.snapshot}
     in_the_way = [entry for entry in unfinished if entry in planned]
-    ours = [entry for entry in in_the_way if entry in interrupted]
-    if ours:
-        with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path, snapshots=ours,
-                              message="partial subvolume left by an interrupted receive"):
-            await remote.delete([f"{target.path}/{entry}" for entry in ours])
-        log.warning("removed partial subvolumes of an interrupted receive", target=target.name, entries=ours)
-    return [entry for entry in in_the_way if entry not in interrupted]
+    partial = [entry for entry in in_the_way if entry in interrupted]
+    written = [entry for entry in in_the_way if entry in completed and target.rollback_diverged]
+    for doomed, why in ((partial, "partial subvolume left by an interrupted receive"),
+                        (written, "rollback_diverged: a received copy made writable since")):
+        if doomed:
+            with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path,
+                                  snapshots=doomed, message=why):
+                await remote.delete([f"{target.path}/{entry}" for entry in doomed])
+            log.warning("removed subvolumes in the way", target=target.name, entries=doomed, reason=why)
+    return [entry for entry in in_the_way if entry not in partial and entry not in written]
 
 
 MIN_FREE = 64 << 20
