@@ -61,8 +61,8 @@ def handle(args: argparse.Namespace) -> int:
 
 def check(txlog: TxLog, as_json: bool) -> int:
     """Report every damaged line; reading skips them, so this is where they are seen."""
+    records, damaged = txlog.scan()   # first: it turns an unreadable log into a StateError
     files = txlog.files()
-    records, damaged = txlog.scan()
     if as_json:
         print_json({"files": [str(f) for f in files], "records": len(records),
                     "damaged": [{"file": str(d.path), "line": d.line, "reason": d.reason,

@@ -55,15 +55,18 @@ def test_a_read_only_state_directory_is_a_clear_error_and_the_daemon_recovers(po
     assert "cannot write the transaction log" in start.err and "Traceback" not in start.err
 
 
-def test_state_directory_and_socket_deleted_under_a_running_daemon(pools, tmp_path):
+def test_damaged_log_then_state_directory_and_socket_deleted_under_a_running_daemon(pools, tmp_path):
     src, dst = pools
     state = tmp_path / "state"
     config = tmp_path / "config.toml"
     config.write_text(config_text(src, dst, state))
+    # A log with a line that is JSON but no object, and a torn tail: start-up goes on regardless.
+    (state / "txlog.jsonl").write_bytes(b'42\n{"time": "2026-11-25T10:00:00+00:00", "ty')
     daemon = Daemon(config)
     try:
         daemon.messages_until("READY=1")
         first_replication(config)
+        assert "skipped a damaged line of the transaction log" in daemon.log()
 
         shutil.rmtree(state)
         # At once, before the daemon can have noticed: a second daemon is still refused.
