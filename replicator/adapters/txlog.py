@@ -31,8 +31,9 @@ log = structlog.get_logger()
 
 KEEP_ROTATED = 3
 
-# What a record's fields must be where present; the first three must be present. Readers rely
-# on these (they compare times, match targets and ids), so a line that breaks them is damaged.
+# What a record's fields must be where present and not null; the first three must be present.
+# Readers rely on these (they compare times, match targets and ids), so a line that breaks them
+# is damaged. Null stands for absent: records write `"message": null` for "no message".
 _REQUIRED = ("time", "type", "status")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "time": str, "type": str, "status": str, "job": str, "id": str, "target": str, "pid": int,
@@ -200,10 +201,11 @@ def parse_record(line: bytes) -> dict[str, Any] | str:
         return "not JSON (a line cut short by a crash, or edited)"
     if not isinstance(value, dict):
         return f"JSON {type(value).__name__}, not an object"
-    missing = [key for key in _REQUIRED if key not in value]
+    missing = [key for key in _REQUIRED if value.get(key) is None]
     if missing:
         return f"no {', '.join(missing)}"
-    wrong = [key for key, kind in _FIELD_TYPES.items() if key in value and not isinstance(value[key], kind)]
+    wrong = [key for key, kind in _FIELD_TYPES.items()
+             if value.get(key) is not None and not isinstance(value[key], kind)]
     if wrong:
         return f"wrong type of {', '.join(wrong)}"
     try:

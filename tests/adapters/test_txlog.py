@@ -88,6 +88,15 @@ def test_lines_that_are_not_records_are_skipped_counted_and_reported_once(tmp_pa
     assert [r["type"] for r in log.read(job="tank")] == ["snapshot", "send"]
 
 
+def test_null_stands_for_an_absent_field(tmp_path):
+    log = TxLog(tmp_path / "tx.jsonl")
+    log.append(type="verify", job="tank", status="success", target="t", source=None, snapshot=None,
+               message=None)
+    [record] = log.read()
+    assert record["message"] is None and log.scan()[1] == []
+    assert parse_record(b'{"time": "2026-11-25T10:00:00+00:00", "type": null, "status": "x"}') == "no type"
+
+
 def test_a_torn_tail_does_not_take_the_next_record_with_it(tmp_path):
     log = TxLog(tmp_path / "tx.jsonl")
     log.append(type="snapshot", job="tank", status="success", n=1)
