@@ -52,11 +52,42 @@ class Stage:
         if self.status == 0:
             return
         if self.status == 255 and self.where != "localhost":
-            raise HostError(f"the ssh transport to {self.where} failed: {self.stderr.strip() or 'exit 255'}",
-                            hint="check that the OpenSSH client trusts the host key in the configured "
-                                 "known_hosts and that the key is authorized")
+            cause, hint = ssh_cause(self.stderr)
+            raise HostError(f"the ssh transport to {self.where} failed ({cause}): "
+                            f"{self.stderr.strip() or 'exit 255'}", hint=hint)
         error: CommandError = command_failed(self.argv, self.status, self.stderr, self.where)
         raise error
+
+
+# What the OpenSSH client's message says went wrong, and what to do about it; the first row
+# with a phrase found in its stderr wins. Each row is produced for real in test_ssh_hints.py.
+SSH_CAUSES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED", "host key is known"),
+     "host key not trusted",
+     "if the host is genuine, add its key to the configured known_hosts (ssh-keyscan); if it "
+     "changed unexpectedly, find out why before trusting it"),
+    (("Permission denied",), "key refused",
+     "add the identity's public key to the ssh user's authorized_keys on the host"),
+    (("Connection refused",), "connection refused",
+     "nothing accepts connections at that address and port: check them in [hosts.*] and that "
+     "sshd runs there"),
+    (("Could not resolve hostname", "Name or service not known"), "unknown host name",
+     "check the address in [hosts.*]"),
+    (("No route to host", "Network is unreachable", "Connection timed out", "Operation timed out"),
+     "host unreachable", "check the network path to the host and that it is up"),
+    (("Connection reset", "Broken pipe", "closed by", "Connection closed", "not responding",
+      "client_loop", "Connection to"),
+     "the link dropped mid-stream",
+     "check the network and the host; the next run sends it again (or resumes where the target can)"),
+)
+
+
+def ssh_cause(stderr: str) -> tuple[str, str]:
+    """(cause, hint) for an OpenSSH client that exited 255 with this stderr."""
+    for phrases, cause, hint in SSH_CAUSES:
+        if any(phrase in stderr for phrase in phrases):
+            return cause, hint
+    return "cause unknown", "the OpenSSH client's message says why; the next run tries again"
 
 
 def enlarge(fd: int) -> None:

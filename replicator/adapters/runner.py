@@ -56,14 +56,29 @@ class Completed:
 def command_failed(argv: Sequence[str], status: int | None, stderr: str, where: str) -> CommandError:
     """A CommandError whose hint knows the usual causes of a command failing."""
     program = argv[0] if argv else "?"
-    detail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {status}"
+    detail = last_message(stderr) or f"exit status {status}"
     hint = None
     if status == 127 or "command not found" in stderr:
         hint = f"install {program} on {where}, or put it on the PATH of the ssh user"
+    elif "No space left on device" in stderr or "out of space" in stderr:
+        hint = f"the filesystem on {where} is full: free space there (or prune), then run again"
     elif "permission denied" in stderr.lower() or "operation not permitted" in stderr.lower():
         hint = f"run as root on {where}, or delegate the needed permissions (zfs allow)"
     return CommandError(f"{shlex.join(argv)} failed on {where}: {detail}", argv=tuple(argv),
                         status=status, stderr=stderr, hint=hint)
+
+
+def last_message(stderr: str) -> str:
+    """The last message of a command's stderr, with the lines it was wrapped onto: ZFS wraps
+    ("destination tank/x has been modified" / "since most recent snapshot"), and half of a
+    message sends the reader the wrong way. A wrapped line starts in lower case."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = len(lines) - 1
+    while first > 0 and lines[first][:1].islower() and not lines[first - 1].endswith("."):
+        first -= 1
+    return " ".join(lines[first:])
 
 
 class Runner(Protocol):

@@ -1,4 +1,4 @@
-"""`replicator log [--job J] [--since T]`: read the transaction log."""
+"""`replicator log [--job J] [--since T] [--check]`: read the transaction log, or check it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from replicator.adapters.locks import state_dir
 from replicator.adapters.txlog import TxLog
 from replicator.cli.common import load_config, print_json
-from replicator.core.errors import EXIT_OK, UsageError
+from replicator.core.errors import EXIT_OK, EXIT_WARNING, UsageError
 from replicator.core.schedule import ScheduleSyntaxError, parse_interval
 
 
@@ -17,6 +17,8 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--job", help="only this job")
     parser.add_argument("--since", metavar="TIME",
                         help="only records since TIME: an ISO time (2026-11-25T10:00) or an age (2h, 3d)")
+    parser.add_argument("--check", action="store_true",
+                        help="list the lines that are not records (exit 1 if there are any)")
     parser.set_defaults(handler=handle)
 
 
@@ -35,8 +37,11 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 def handle(args: argparse.Namespace) -> int:
     config = load_config(args)
+    txlog = TxLog(state_dir(config.state_dir) / "txlog.jsonl")
+    if args.check:
+        return check(txlog, args.json)
     since = parse_since(args.since, datetime.now(timezone.utc)) if args.since else None
-    records = TxLog(state_dir(config.state_dir) / "txlog.jsonl").read(job=args.job, since=since)
+    records = txlog.read(job=args.job, since=since)
     if args.json:
         print_json(records)
         return EXIT_OK
@@ -52,3 +57,20 @@ def handle(args: argparse.Namespace) -> int:
         print(f"{r.get('time', '?')[:19]} {r.get('job', '-')} {r.get('type', '?')} "
               f"{r.get('status', '?')} {where}" + (f" ({'; '.join(extra)})" if extra else ""))
     return EXIT_OK
+
+
+def check(txlog: TxLog, as_json: bool) -> int:
+    """Report every damaged line; reading skips them, so this is where they are seen."""
+    records, damaged = txlog.scan()   # first: it turns an unreadable log into a StateError
+    files = txlog.files()
+    if as_json:
+        print_json({"files": [str(f) for f in files], "records": len(records),
+                    "damaged": [{"file": str(d.path), "line": d.line, "reason": d.reason,
+                                 "excerpt": d.excerpt} for d in damaged]})
+    else:
+        for d in damaged:
+            print(d)
+        print(f"{len(records)} record(s) in {len(files)} file(s), {len(damaged)} damaged line(s)"
+              + (": they are skipped when the log is read; remove them to silence the warning"
+                 if damaged else ""))
+    return EXIT_WARNING if damaged else EXIT_OK

@@ -18,6 +18,7 @@ SUBCOMMANDS = (check_config, snapshot, replicate, prune, run, daemon, status, tr
 EPILOG = """exit codes:
   0  done            1  warning          2  usage or config error (nothing changed)
   3  a target failed (the others were served)   4  a snapshot failed
+  5  the state directory (log, locks) cannot be used: read-only, deleted or full
   128+N  stopped by signal N (130: Ctrl-C)"""
 
 

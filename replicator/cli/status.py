@@ -33,7 +33,7 @@ def handle(args: argparse.Namespace) -> int:
         print_json(doc)
     else:
         print(render(doc))
-    failing = any(j.get("error") or j.get("warnings") or any(t.get("last_error") for t in j["targets"])
+    failing = any(j.get("error") or j.get("future_snapshots") or any(t.get("last_error") for t in j["targets"])
                   for j in doc["jobs"])
     return EXIT_WARNING if failing else EXIT_OK
 
@@ -81,8 +81,9 @@ def render(doc: dict[str, Any], now: datetime | None = None) -> str:
                      f"{_when(job.get('next_snapshot'), now):>8}  {state}")
         if job.get("error"):
             lines.append(f"    ! {job['error'][:72]}")
-        for warning in job.get("warnings") or ():
-            lines.append(f"    ~ {warning[:72]}")
+        if job.get("future_snapshots"):
+            future = job["future_snapshots"]
+            lines.append(f"    ! {len(future)} dated in the future (kept, not scheduled by): {future[0]}")
         for t in job["targets"]:
             count = "-" if t["target_snapshots"] is None else str(t["target_snapshots"])
             transfer = t.get("transfer")

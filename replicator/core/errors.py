@@ -6,6 +6,7 @@ Exit codes (documented in the README):
   2  bad usage or configuration: nothing was changed
   3  at least one target failed (the others were still served)
   4  taking a snapshot failed
+  5  the state directory (transaction log, locks) cannot be used: read-only, deleted or full
   128+N  stopped by signal N
 """
 
@@ -16,6 +17,7 @@ EXIT_WARNING = 1
 EXIT_USAGE = 2
 EXIT_TARGET_FAILED = 3
 EXIT_SNAPSHOT_FAILED = 4
+EXIT_STATE = 5
 
 
 class ReplicatorError(Exception):
@@ -54,6 +56,12 @@ class SnapshotError(ReplicatorError):
     """A snapshot could not be taken."""
 
     exit_code = EXIT_SNAPSHOT_FAILED
+
+
+class StateError(ReplicatorError):
+    """Our own state directory cannot be read or written; nothing that needs it can go on."""
+
+    exit_code = EXIT_STATE
 
 
 class TargetError(ReplicatorError):

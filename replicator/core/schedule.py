@@ -2,6 +2,8 @@
 
 Pure: `next_due(last, rule, now)` only computes. A run missed while the daemon was down is due
 at once, and only once: the next one after it is computed from the time it actually ran.
+`last` is the daemon's own record of when it ran, never a time read from a snapshot's name:
+a name can say anything (made by hand, or by a clock that was wrong once).
 Cron expressions are parsed by croniter (a maintained library, not a parser of our own) and
 evaluated in the rule's time zone, so "0 3 * * *" means 03:00 on the wall clock across DST.
 """
@@ -63,7 +65,10 @@ def parse_cron(text: str) -> Cron:
 def next_due(last: datetime | None, rule: Rule, now: datetime, zone: tzinfo) -> datetime:
     """When the next run is due: `now` if one is overdue (however many were missed), else the
     next time the rule fires after `last`. With no `last` run at all, an interval is due now
-    and a cron rule at its next firing."""
+    and a cron rule at its next firing. A `last` later than `now` is due now too: it comes
+    from a clock that was wrong or went back, and waiting for it could stop the job for years."""
+    if last is not None and last > now:
+        return now
     if isinstance(rule, Every):
         if last is None:
             return now

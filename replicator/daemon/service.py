@@ -20,29 +20,23 @@ import structlog
 import trio
 
 from replicator.adapters import control, systemd
-from replicator.adapters.locks import exclusive, state_dir
+from replicator.adapters.locks import DaemonLock, state_dir
 from replicator.core.config import Config, Job, parse_config
-from replicator.core.errors import ReplicatorError, UsageError
+from replicator.core.errors import ReplicatorError, StateError
 from replicator.daemon.scheduler import JobState, real_wall, run_job
 from replicator.engine.context import Context, open_context
 from replicator.engine.prune import prune_job, resolve_zone
 from replicator.engine.replicate import replicate_job
 from replicator.engine.snapshot import take_snapshots
-from replicator.engine.status import newest_time, source_snapshots, survey
+from replicator.engine.status import dated, source_snapshots, survey
 from replicator.engine.verify import verify_job
 
 log = structlog.get_logger()
 
 
-@contextmanager
-def single_instance(directory: Path) -> Iterator[None]:
-    """Hold the daemon lock of a state directory; UsageError naming the holder if taken."""
-    with exclusive(directory / "daemon.lock") as holder:
-        if holder is not None:
-            raise UsageError(f"another replicator daemon (pid {holder}) already uses state "
-                             f"directory {directory}", hint="stop it first, or give this one "
-                             "another state_dir")
-        yield
+# How often the daemon looks for its state directory, lock file and control socket having
+# been deleted under it.
+CHECK_STATE_EVERY = 2.0
 
 
 class Daemon:
@@ -59,7 +53,11 @@ class Daemon:
         self.wall = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        with single_instance(state_dir(self.config.state_dir)):
+        """Raises UsageError if another daemon uses the state directory, StateError if the
+        state directory cannot be written at start-up."""
+        lock = DaemonLock(state_dir(self.config.state_dir))
+        lock.acquire()
+        try:
             async with open_context(self.config) as ctx, trio.open_nursery() as nursery:
                 self.ctx = ctx
                 self.wall = real_wall()
@@ -69,6 +67,7 @@ class Daemon:
                 for job in self.config.jobs:
                     await self.start_job(job)
                 nursery.start_soon(self.watch_signals, nursery.cancel_scope)
+                nursery.start_soon(self.watch_state, lock)
                 if (interval := systemd.watchdog_interval()) is not None:
                     nursery.start_soon(self.watchdog, interval)
                 # Open until the daemon stops; a crash leaves it "incomplete" in `replicator log`.
@@ -76,20 +75,38 @@ class Daemon:
                 systemd.notify("READY=1", f"STATUS={self.summary()}")
                 log.info("daemon ready", jobs=len(self.config.jobs), pid=os.getpid())
                 task_status.started()
-            lifetime.done(message="stopped")
+            try:
+                lifetime.done(message="stopped")
+            except StateError as e:
+                log.error("could not record the stop", error=str(e))
+        finally:
+            lock.release()
         log.info("daemon stopped")
 
     async def start_job(self, job: Job) -> None:
         assert self.ctx is not None
         state = JobState(job.name)
         try:
-            state.last_snapshot = newest_time(await source_snapshots(job, self.ctx), job.snapshot_prefix)
+            records = self.ctx.txlog.read(job=job.name)
+        except StateError as e:
+            records, state.last_error = [], str(e)
+        # When this job last ran is what the log recorded, by our clock. A snapshot's name says
+        # when only for snapshots we took; a hand-made or mis-clocked one dated 2099 would
+        # otherwise put the next run in 2099. Names serve only a log that has no record.
+        taken = [r for r in records if r["type"] == "snapshot" and r["status"] == "success"]
+        try:
+            found = dated(await source_snapshots(job, self.ctx), job.snapshot_prefix, self.wall())
+            if found.future:
+                log.warning("snapshots dated in the future; they are kept, and ignored for the schedule",
+                            job=job.name, snapshots=list(found.future))
+            state.last_snapshot = found.newest_time
         except ReplicatorError as e:
             state.last_error = str(e)
-        last = [r for r in self.ctx.txlog.read(job=job.name)
-                if r.get("type") == "send" and r.get("status") == "success"]
-        if last:
-            state.last_replicate = datetime.fromisoformat(last[-1]["time"])
+        if taken:
+            state.last_snapshot = datetime.fromisoformat(taken[-1]["time"])
+        sent = [r for r in records if r["type"] == "send" and r["status"] == "success"]
+        if sent:
+            state.last_replicate = datetime.fromisoformat(sent[-1]["time"])
         self.states[job.name] = state
         self.jobs[job.name] = job
         lock = self.overlap.setdefault(job.name, trio.Lock())
@@ -111,24 +128,43 @@ class Daemon:
     async def snapshot(self, job: Job) -> bool:
         assert self.ctx is not None
         await self.ctx.hosts.new_cycle()
-        result = await take_snapshots(job, self.ctx)
-        self._note(job, result.error)
-        return result.ok
+        with self._state_errors(job):
+            result = await take_snapshots(job, self.ctx)
+            self._note(job, result.error)
+            return result.ok
+        return False
 
     async def replicate(self, job: Job) -> bool:
         assert self.ctx is not None
         await self.ctx.hosts.new_cycle()
-        results = await replicate_job(job, self.ctx)
-        pruned = await prune_job(job, self.ctx)
-        errors = [f"{r.target}: {r.error}" for r in results if not r.ok] + pruned.errors
-        self._note(job, "; ".join(errors) if errors else None)
-        systemd.notify(f"STATUS={self.summary()}")
-        return not errors
+        with self._state_errors(job):
+            results = await replicate_job(job, self.ctx)
+            pruned = await prune_job(job, self.ctx)
+            errors = [f"{r.target}: {r.error}" for r in results if not r.ok] + pruned.errors
+            self._note(job, "; ".join(errors) if errors else None)
+            systemd.notify(f"STATUS={self.summary()}")
+            return not errors
+        return False
 
     async def verify(self, job: Job) -> bool:
         assert self.ctx is not None
-        results = await verify_job(job, self.ctx, sample=job.schedule.verify_sample)
-        return all(r.ok for r in results)
+        with self._state_errors(job):
+            results = await verify_job(job, self.ctx, sample=job.schedule.verify_sample)
+            return all(r.ok for r in results)
+        return False
+
+    @contextmanager
+    def _state_errors(self, job: Job) -> Iterator[None]:
+        """A state directory that cannot be written (read-only, full) fails the job's run, which
+        is retried with backoff; the daemon stays up, and `status` shows the error until the
+        directory can be written again."""
+        try:
+            yield
+        except StateError as e:
+            log.error("job cannot run: the state directory cannot be used", job=job.name, error=str(e),
+                      hint=e.hint)
+            self._note(job, str(e))
+            systemd.notify(f"STATUS={self.summary()}")
 
     def _note(self, job: Job, error: str | None) -> None:
         if job.name in self.states:
@@ -177,6 +213,27 @@ class Daemon:
             state.stop_after_run = True  # let the running transfer finish; then it stops
         elif name in self.scopes:
             self.scopes[name].cancel()
+
+    async def watch_state(self, lock: DaemonLock) -> None:
+        """Notice the state directory or its lock file deleted (or replaced) under the daemon:
+        lock the new one, so that no second daemon can start on it, and say that the history
+        before is gone. Raises UsageError if another daemon locked it first."""
+        assert self.ctx is not None
+        while True:
+            await trio.sleep(CHECK_STATE_EVERY)
+            try:
+                if lock.check():
+                    continue
+            except StateError as e:
+                log.error("the daemon's lock file is gone and cannot be made again", error=str(e), hint=e.hint)
+                continue
+            message = (f"state directory {lock.directory} (or its lock file) was deleted under the "
+                       "running daemon: made it again; the transaction log before this is lost")
+            log.warning(message)
+            try:
+                self.ctx.txlog.append(type="daemon", job="-", status="recreated", message=message)
+            except StateError as e:
+                log.error("could not record it", error=str(e))
 
     async def watchdog(self, interval: float) -> None:
         while True:

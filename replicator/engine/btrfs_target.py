@@ -15,7 +15,7 @@ from replicator.core.config import BtrfsSource, Job, Target
 from replicator.adapters.skip import PREFIX_MISMATCH
 from replicator.adapters.spool import Spool
 from replicator.core.errors import CommandError
-from replicator.core.planner import Plan, Step, plan
+from replicator.core.planner import ConflictKind, Plan, Step, plan
 from replicator.engine.context import Context
 from replicator.engine.faults import crashpoint
 from replicator.engine.results import TargetResult, carry_out, where
@@ -34,6 +34,7 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
         await remote.ensure_directory(target.path)
     results = []
     interrupted: set[str] | None = None  # read from the log once, and only if something is to be sent
+    starved: set[str] = set()            # of those, the ones that failed for lack of space
     for subvolume_path in source.subvolumes:
         subvolume = names.basename(subvolume_path)
         result = TargetResult(job.name, target.name, subvolume_path, where(target, target.path), "up_to_date")
@@ -51,9 +52,19 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
                 await remote.delete(doomed)
         if isinstance(decision, Plan) and decision.steps and not dry_run:
             if interrupted is None:
-                interrupted = _interrupted_sends(ctx, job, target)
+                interrupted, starved, completed = _interrupted_sends(ctx, job, target)
+            unfinished = btrfs_adapter.unfinished(target_entries or {}, subvolume)
             blocking = await _clear_interrupted(ctx, job, target, remote, subvolume, decision, interrupted,
-                                                btrfs_adapter.unfinished(target_entries or {}, subvolume))
+                                                completed, unfinished)
+            written = [entry for entry in blocking if entry in completed]
+            if written:
+                result.status, result.conflict = "failed", ConflictKind.TARGET_DIVERGED.value
+                result.error = (f"the target diverged: {target.where} holds {', '.join(written)}, which "
+                                "were received complete and later made writable (their received_uuid is "
+                                "gone), so they may have been written to and are no longer a base. Set "
+                                "rollback_diverged = true for this target to delete and receive them "
+                                "again, or move them away")
+                continue
             if blocking:
                 result.status = "failed"
                 result.error = (f"{target.where} holds subvolume(s) named like the snapshots to send that "
@@ -69,8 +80,13 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
             entry = names.btrfs_entry(subvolume, step.snapshot.name)
             spool = Spool(runner, target.path, entry, step.base.name if step.base else None,
                           guard=lambda argv: receiving(job, argv))
-            if await _spool_this_attempt(target, entry, spool, interrupted or set()):
-                return await spooled(ctx, label, target, src, send, spool)
+            if await _spool_this_attempt(target, entry, spool, interrupted or set(), starved):
+                try:
+                    return await spooled(ctx, label, target, src, send, spool)
+                except NoRoomToSpool as e:
+                    log.warning("no room on the target for the spool and the received copy; streaming "
+                                "directly", label=label, error=str(e))
+                    await _remove_unfinished(remote, target, entry)
             return await stream(ctx, label, target, src, send, runner,
                                 receiving(job, btrfs_adapter.receive_argv(target.path)),
                                 compress=target.compress_level)
@@ -79,54 +95,103 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
     return results
 
 
-async def _spool_this_attempt(target: Target, entry: str, spool: Spool, interrupted: set[str]) -> bool:
+async def _spool_this_attempt(target: Target, entry: str, spool: Spool, interrupted: set[str],
+                              starved: set[str]) -> bool:
     """Whether this transfer of `entry` stages its stream in the spool (`resumable`).
 
     "on-retry" streams a first attempt straight into `btrfs receive` (the target writes the data
     once) and spools a transfer that failed before, or whose spool an earlier attempt began, so
-    that from the second attempt on an interruption loses nothing."""
+    that from the second attempt on an interruption loses nothing. It never spools the retry of
+    an attempt that failed for lack of space: the spool and the received copy need twice the
+    stream's space. A spool needs at least MIN_FREE free beside what it holds, else the stream
+    goes directly. A spool that will not be used is removed: it would only take space."""
+    have = await spool.size()
     if target.resumable != "on-retry":
-        return target.resumable == "always"
-    if entry in interrupted:
+        use = target.resumable == "always"
+    elif entry in starved:
+        log.info("the last attempt ran out of space: streaming directly, without a spool",
+                 target=target.name, entry=entry)
+        use = False
+    elif entry in interrupted:
         log.info("spooling the retry of an interrupted transfer", target=target.name, entry=entry)
-        return True
-    return await spool.size() > 0
+        use = True
+    else:
+        use = have > 0
+    if use:
+        avail = await spool.prepare()
+        if avail is not None and avail + have < MIN_FREE:
+            log.warning("too little space on the target to spool; streaming directly", target=target.name,
+                        entry=entry, free_mib=avail >> 20)
+            use = False
+    if not use and have:
+        log.info("removing a spool this transfer does not use", target=target.name, spool=spool.path)
+        await spool.remove()
+    return use
 
 
-def _interrupted_sends(ctx: Context, job: Job, target: Target) -> set[str]:
+def _interrupted_sends(ctx: Context, job: Job, target: Target) -> tuple[set[str], set[str], set[str]]:
     """The entries (SUBVOLUME@SNAPSHOT) whose send by this job to this target failed or was cut
-    off, by the transaction log, with no success since."""
-    interrupted = set()
+    off, by the transaction log, with no success since; those of them whose last attempt failed
+    for lack of space; and those whose last send succeeded."""
+    interrupted, starved, completed = set(), set(), set()
     for r in ctx.txlog.read(job=job.name):
-        if r.get("type") != "send" or r.get("target") != target.name:
+        if r.get("type") != "send" or r.get("target") != target.name or not isinstance(r.get("source"), str):
             continue
         entry = names.btrfs_entry(names.basename(r.get("source") or ""), r.get("snapshot") or "")
         if r.get("status") in ("failed", "incomplete"):
             interrupted.add(entry)
+            completed.discard(entry)
+            (starved.add if NO_SPACE in (r.get("message") or "") else starved.discard)(entry)
         elif r.get("status") == "success":
             interrupted.discard(entry)
-    return interrupted
+            starved.discard(entry)
+            completed.add(entry)
+    return interrupted, starved, completed
 
 
 async def _clear_interrupted(ctx: Context, job: Job, target: Target, remote: Btrfs, subvolume: str,
-                             decision: Plan, interrupted: set[str], unfinished: list[str]) -> list[str]:
-    """Delete what an interrupted `btrfs receive` of ours left where this plan will receive;
-    returns the entries in the way that are not provably ours (those are kept).
+                             decision: Plan, interrupted: set[str], completed: set[str],
+                             unfinished: list[str]) -> list[str]:
+    """Delete what stands where this plan will receive and is provably ours to delete; returns
+    the entries in the way that are kept.
 
     Two witnesses must agree: the filesystem (a subvolume without received_uuid) and the
-    transaction log (`interrupted`: our send of that very snapshot to this target did not succeed)."""
+    transaction log. Our send of that very snapshot to this target did not succeed: a partial
+    subvolume of an interrupted receive. It did succeed: a complete copy since made writable
+    (which clears received_uuid), deleted only with `rollback_diverged`."""
     planned = {names.btrfs_entry(subvolume, step.snapshot.name) for step in decision.steps if step.snapshot}
     in_the_way = [entry for entry in unfinished if entry in planned]
-    ours = [entry for entry in in_the_way if entry in interrupted]
-    if ours:
-        with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path, snapshots=ours,
-                              message="partial subvolume left by an interrupted receive"):
-            await remote.delete([f"{target.path}/{entry}" for entry in ours])
-        log.warning("removed partial subvolumes of an interrupted receive", target=target.name, entries=ours)
-    return [entry for entry in in_the_way if entry not in interrupted]
+    partial = [entry for entry in in_the_way if entry in interrupted]
+    written = [entry for entry in in_the_way if entry in completed and target.rollback_diverged]
+    for doomed, why in ((partial, "partial subvolume left by an interrupted receive"),
+                        (written, "rollback_diverged: a received copy made writable since")):
+        if doomed:
+            with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path,
+                                  snapshots=doomed, message=why):
+                await remote.delete([f"{target.path}/{entry}" for entry in doomed])
+            log.warning("removed subvolumes in the way", target=target.name, entries=doomed, reason=why)
+    return [entry for entry in in_the_way if entry not in partial and entry not in written]
 
 
 MIN_FREE = 64 << 20
+# How a command says ENOSPC (strerror), in the messages of failed transfers.
+NO_SPACE = "No space left on device"
+
+
+class NoRoomToSpool(CommandError):
+    """The spool, or the copy received from it, filled the target; the spool is removed."""
+
+
+def _out_of_space(error: CommandError) -> bool:
+    return NO_SPACE in error.message or NO_SPACE in error.stderr
+
+
+async def _remove_unfinished(remote: Btrfs, target: Target, entry: str) -> None:
+    """Delete what a `btrfs receive -f` that ran out of space left of `entry` (no received_uuid)."""
+    entries = await remote.entries(target.path) or {}
+    left = entries.get(entry)
+    if left is not None and not left.received_uuid:
+        await remote.delete([f"{target.path}/{entry}"])
 
 
 async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: list[str], spool: Spool) -> int:
@@ -136,11 +201,7 @@ async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: l
     sends only what the spool lacks (the same snapshots give the same stream; the prefix is
     checked by hash before it is skipped). The spool lives on the target filesystem and is
     removed once received. Returns the bytes sent in this attempt."""
-    avail = await spool.prepare()
-    if avail is not None and avail < MIN_FREE:
-        raise CommandError(f"{target.where} has only {avail >> 20} MiB free for the spool of {label}",
-                           hint="free space on the target filesystem, or set resumable = false on this "
-                                "target: it then never spools, and an interrupted transfer starts over")
+    await spool.prepare()
     have = await spool.size()
     sender_runner, sender = src, send
     if have:
@@ -156,12 +217,23 @@ async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: l
         moved = await stream(ctx, label, target, sender_runner, sender, spool.runner,
                              spool.writer_argv(append=bool(have)), compress=target.compress_level)
     except CommandError as e:
+        if _out_of_space(e):
+            await spool.remove()
+            raise NoRoomToSpool(f"the spool of {label} filled {target.where}: {e.message}") from None
         if not (have and e.status == PREFIX_MISMATCH and e.argv[:1] == (sys.executable,)):
             raise
         log.warning("the spool does not match the stream; starting it over", label=label, spool=spool.path)
         await spool.remove()
         return await spooled(ctx, label, target, src, send, spool)
     crashpoint("after-spool")
-    await spool.receive()
+    try:
+        await spool.receive()
+    except CommandError as e:
+        if not _out_of_space(e):
+            raise
+        # Received from the spool, the copy needs the space a second time; the spool goes, and
+        # the caller streams directly into the room it frees.
+        await spool.remove()
+        raise NoRoomToSpool(f"receiving the spool of {label} filled {target.where}: {e.message}") from None
     await spool.remove()
     return moved

@@ -11,10 +11,11 @@ import structlog
 import trio
 
 from replicator.adapters.btrfs import Btrfs
+from replicator.adapters.runner import Runner
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
-from replicator.core.config import BtrfsSource, Job
-from replicator.core.errors import ReplicatorError
+from replicator.core.config import BtrfsSource, Job, ZfsSource
+from replicator.core.errors import ReplicatorError, SnapshotError, StateError
 from replicator.engine.context import Context
 
 log = structlog.get_logger()
@@ -39,9 +40,12 @@ def _utcnow() -> datetime:
 
 async def take_snapshots(job: Job, ctx: Context, *, dry_run: bool = False,
                          clock: Callable[[], datetime] = _utcnow) -> SnapshotResult:
-    """Snapshot every dataset or subvolume of `job`; errors are returned, not raised."""
+    """Snapshot every dataset or subvolume of `job`; errors are returned, not raised, except
+    StateError: a state directory that cannot be written stops more than this job."""
     try:
         return await _take(job, ctx, dry_run, clock)
+    except StateError:
+        raise
     except ReplicatorError as e:
         log.error("snapshot failed", job=job.name, error=str(e))
         return SnapshotResult(job=job.name, name="", taken=(), error=str(e))
@@ -70,12 +74,42 @@ async def _take(job: Job, ctx: Context, dry_run: bool, clock: Callable[[], datet
     if dry_run:
         return SnapshotResult(job=job.name, name=name, taken=tuple(paths), dry_run=True)
     with ctx.txlog.action("snapshot", job.name, snapshot=name, source=paths):
-        if isinstance(source, BtrfsSource):
-            btrfs = Btrfs(src)
-            for subvolume in source.subvolumes:
-                await btrfs.snapshot(subvolume, source.snapshot_dir,
-                                     names.btrfs_entry(names.basename(subvolume), name))
-        else:
-            await Zfs(src).snapshot(source.datasets, name, recursive=source.recursive)
+        taken: list[str] = []
+        try:
+            if isinstance(source, BtrfsSource):
+                btrfs = Btrfs(src)
+                for subvolume, path in zip(source.subvolumes, paths):
+                    await btrfs.snapshot(subvolume, source.snapshot_dir, names.basename(path))
+                    taken.append(path)
+            else:
+                await Zfs(src).snapshot(source.datasets, name, recursive=source.recursive)
+        except ReplicatorError as e:
+            raise await _incomplete_group(source, src, name, taken, e) from None
     log.info("snapshots taken", job=job.name, snapshot=name, count=len(paths))
     return SnapshotResult(job=job.name, name=name, taken=tuple(paths))
+
+
+async def _incomplete_group(source: BtrfsSource | ZfsSource, src: Runner, name: str, taken: list[str],
+                            error: ReplicatorError) -> SnapshotError:
+    """Remove what a failed group left, and say so. A job's snapshots are one group, all or
+    nothing: a partial one would be replicated as if it were whole, and a restore from it would
+    mix subvolumes of different times. (A btrfs group is taken one subvolume at a time; a ZFS
+    one atomically per pool, so a job spanning pools, or zfs-fuse, can be left partial too.)"""
+    try:
+        if isinstance(source, BtrfsSource):
+            await Btrfs(src).delete(taken)
+        else:
+            zfs = Zfs(src)
+            listing = await zfs.listing(source.datasets, recursive=source.recursive)
+            taken = [f"{dataset}@{name}" for dataset, snaps in listing.items() if any(s.name == name for s in snaps)]
+            for snapshot in taken:
+                await zfs.destroy_snapshot(*snapshot.split("@", 1))
+    except ReplicatorError as cleanup:
+        return SnapshotError(f"{error.message}; the other snapshots of group {name} could not be removed "
+                             f"({cleanup.message})", hint=f"remove what is left of {name} by hand "
+                             "before the next run, or it is replicated as an incomplete group; "
+                             + (error.hint or ""))
+    if not taken:
+        return SnapshotError(error.message, hint=error.hint)
+    return SnapshotError(f"{error.message}; removed what was taken of group {name} ({', '.join(taken)}): "
+                         "a job's snapshots are taken all or none", hint=error.hint)

@@ -7,7 +7,8 @@ only it knows: the next runs and the transfers under way.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from replicator.adapters import btrfs as btrfs_adapter
@@ -43,9 +44,28 @@ async def target_snapshots(job: Job, target_index: int, ctx: Context,
     return {sv: btrfs_adapter.received_snapshots(entries, names.basename(sv)) for sv in sources}
 
 
-def newest_time(snapshots: dict[str, tuple[Snapshot, ...]], prefix: str) -> datetime | None:
-    times = [names.parse_snapshot_name(s.name, prefix) for snaps in snapshots.values() for s in snaps]
-    return max((t for t in times if t), default=None)
+# How far ahead of our clock a snapshot's name may be before it counts as dated in the future:
+# a pull-mode source names snapshots by its own clock, which may run a little ahead.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Dated:
+    """A job's snapshots by the time in their names: the newest that is not in the future, and
+    those that are (made by hand, or by a clock that was wrong once)."""
+
+    newest: Snapshot | None
+    newest_time: datetime | None
+    future: tuple[str, ...]
+
+
+def dated(snapshots: dict[str, tuple[Snapshot, ...]], prefix: str, now: datetime) -> Dated:
+    times = [(t, s) for snaps in snapshots.values() for s in snaps
+             if (t := names.parse_snapshot_name(s.name, prefix)) is not None]
+    present = [(t, s) for t, s in times if t <= now + FUTURE_TOLERANCE]
+    newest = max(present, key=lambda pair: (pair[0], pair[1].name), default=None)
+    future = sorted({s.name for t, s in times if t > now + FUTURE_TOLERANCE})
+    return Dated(newest[1] if newest else None, newest[0] if newest else None, tuple(future))
 
 
 async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[str, Any]:
@@ -53,24 +73,17 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
     now = now or datetime.now(timezone.utc)
     records = ctx.txlog.read(job=job.name)
     doc: dict[str, Any] = {"name": job.name, "kind": job.source.kind, "last_snapshot": None,
-                           "source_snapshots": 0, "error": None, "warnings": [], "targets": []}
+                           "future_snapshots": [], "source_snapshots": 0, "error": None, "targets": []}
     try:
         sources = await source_snapshots(job, ctx)
     except ReplicatorError as e:
         doc["error"] = str(e)
         sources = {}
-    newest = max(((s, d) for d, snaps in sources.items() for s in snaps),
-                 key=lambda pair: pair[0].name, default=None)
-    if newest:
-        doc["last_snapshot"] = {"name": newest[0].name,
-                                "time": _iso(names.parse_snapshot_name(newest[0].name, job.snapshot_prefix))}
+    taken = dated(sources, job.snapshot_prefix, now)
+    if taken.newest:
+        doc["last_snapshot"] = {"name": taken.newest.name, "time": _iso(taken.newest_time)}
+    doc["future_snapshots"] = list(taken.future)
     doc["source_snapshots"] = sum(len(s) for s in sources.values())
-    ahead = [t for t in (names.parse_snapshot_name(s.name, job.snapshot_prefix)
-                         for snaps in sources.values() for s in snaps) if t and t > now]
-    if ahead:
-        # Retention keeps these whatever the policy says: deleting by a clock that may be wrong
-        # could take the wrong snapshots. The admin has to look at the clock.
-        doc["warnings"].append(f"{len(ahead)} snapshot(s) dated after now, kept by retention; check the clock")
     for index, target in enumerate(job.targets):
         entry: dict[str, Any] = {"name": target.name, "where": target.where, "target_snapshots": None,
                                  "newest_common": None, "lag_seconds": None, "last_success": None,
@@ -98,9 +111,11 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
             commons.append(common)
         if commons and all(commons):
             oldest = min(commons, key=lambda s: s.name)
-            when = names.parse_snapshot_name(oldest.name, job.snapshot_prefix)
+            common_time = names.parse_snapshot_name(oldest.name, job.snapshot_prefix)
             entry["newest_common"] = oldest.name
-            entry["lag_seconds"] = int((now - when).total_seconds()) if when else None
+            # A common snapshot dated in the future is no lag at all, not a negative one.
+            entry["lag_seconds"] = (max(0, int((now - common_time).total_seconds()))
+                                    if common_time else None)
         doc["targets"].append(entry)
     return doc
 

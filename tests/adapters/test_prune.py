@@ -201,4 +201,4 @@ def test_a_snapshot_dated_after_now_is_kept_and_warned_about(make_btrfs, tmp_pat
     assert "dated after now are kept" in dry.out
     status = cli(config, "status")
     assert status.code == 1, status.out + status.err
-    assert "1 snapshot(s) dated after now, kept by retention; check the clock" in status.out
+    assert "1 dated in the future (kept, not scheduled by)" in status.out

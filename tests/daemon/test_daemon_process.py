@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,37 @@ def test_a_daemon_killed_mid_stream_leaves_a_resumable_spool(pools, tmp_path):
     assert sent["bytes"] < (26 << 20) - kept + (1 << 20), "what the spool held was not sent again"
     [copy] = [p for p in (dst / "backup").iterdir() if p.name.startswith("data@")]
     assert tree_digest(copy) == tree_digest(src / "data")
+
+
+def test_a_snapshot_dated_in_the_future_neither_stalls_the_schedule_nor_is_pruned(pools, tmp_path):
+    src, dst = pools
+    (src / ".snapshots").mkdir()
+    future = "replicator_20991231T000000Z"
+    run("btrfs", "subvolume", "snapshot", "-r", src / "data", src / ".snapshots" / f"data@{future}")
+    write_files(src / "data", 2)
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(src, dst, tmp_path / "state")
+                      + '[job.source.retention]\npreserve_min = "no"\npreserve = ""\n')
+    daemon = Daemon(config)
+    try:
+        daemon.messages_until("READY=1")
+        # A snapshot is due at once (the log has none), not in 2099; both are replicated.
+        doc = wait_for(lambda: (d := status(config))["jobs"][0]["targets"][0]["target_snapshots"] == 2 and d,
+                       what="the first replication")
+        job = doc["jobs"][0]
+        assert job["future_snapshots"] == [future]
+        assert job["last_snapshot"]["name"] != future and job["last_snapshot"]["name"].startswith("replicator_2")
+        taken = job["last_snapshot"]["name"]
+        next_due = datetime.fromisoformat(job["next_snapshot"])
+        assert next_due < datetime.now(timezone.utc) + timedelta(hours=1, minutes=1)
+        assert "dated in the future" in cli(config, "status").out
+        assert "snapshots dated in the future" in daemon.log()
+
+        # The next run prunes the previous snapshot but keeps the future-dated one.
+        assert cli(config, "trigger", "home").code == 0
+        wait_for(lambda: not (src / ".snapshots" / f"data@{taken}").exists(), what="the prune after a trigger")
+        left = sorted(p.name for p in (src / ".snapshots").iterdir())
+        assert len(left) == 2 and left[-1] == f"data@{future}"
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.log()

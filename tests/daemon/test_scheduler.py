@@ -99,6 +99,16 @@ async def test_missed_cron_run_runs_once_at_start(autojump_clock):
     assert actions.snapshots == [BASE, BASE + timedelta(hours=3)]
 
 
+@pytest.mark.parametrize("rule", [parse_interval("1h"), parse_cron("0 * * * *")], ids=str)
+async def test_a_last_run_in_the_future_does_not_stall_the_job(rule, autojump_clock):
+    # As after a clock that was wrong once: the next run is due now, then on the rule again.
+    actions = Recorder()
+    state = JobState("tank", last_snapshot=datetime(2099, 12, 31, tzinfo=UTC))
+    await run_for(3 * 3600 - 1, [(job(snapshot=rule), state)], actions)
+    assert actions.snapshots == [BASE + timedelta(hours=h) for h in range(3)]
+    assert state.next_snapshot == BASE + timedelta(hours=3)
+
+
 async def test_a_slow_job_never_overlaps_itself(autojump_clock):
     actions = Recorder(takes=20 * 60)
     await run_for(2 * 3600, [(job(snapshot=parse_interval("15m")), JobState("tank"))], actions)
