@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "adapters"))
 from support import btrfs_job, cli, run, target_table, tree_digest, write_files  # noqa: E402
-from waiting import HANG, wait_for  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 
 class Daemon:
@@ -27,7 +27,7 @@ class Daemon:
         self.notify_path = config.parent / "notify.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.notify_path))
-        self.notify.settimeout(HANG)
+        self.notify.settimeout(0.5)
         self.stderr = open(config.parent / "daemon.stderr", "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "replicator", "daemon", "--config", str(config)],
@@ -35,12 +35,22 @@ class Daemon:
             env={**os.environ, "NOTIFY_SOCKET": str(self.notify_path), "STATE_DIRECTORY": str(config.parent / "state")})
 
     def messages_until(self, wanted: str) -> list[str]:
+        """The notify messages up to the one with the line `wanted`; fails at once, with the
+        daemon's log, if the daemon exits first."""
         seen = []
-        while True:
-            message = self.notify.recv(4096).decode()
-            seen.append(message)
-            if wanted in message.split("\n"):
-                return seen
+
+        def arrived() -> bool:
+            try:
+                seen.append(self.notify.recv(4096).decode())
+            except TimeoutError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"the daemon exited {self.proc.returncode} before {wanted}: "
+                                         f"{self.log()}") from None
+                return False
+            return wanted in seen[-1].split("\n")
+
+        wait_for(arrived, f"{wanted} from the daemon", interval=0)
+        return seen
 
     def log(self) -> str:
         self.stderr.seek(0)
@@ -207,7 +217,7 @@ def test_a_snapshot_dated_in_the_future_neither_stalls_the_schedule_nor_is_prune
     write_files(src / "data", 2)
     config = tmp_path / "config.toml"
     config.write_text(config_text(src, dst, tmp_path / "state")
-                      + '[job.source.retention]\npreserve_min = "no"\npreserve = ""\n')
+                      + '[job.source.retention]\npreserve_min = "latest"\npreserve = ""\n')
     daemon = Daemon(config)
     try:
         daemon.messages_until("READY=1")
