@@ -202,9 +202,15 @@ class Zfs:
     async def rename(self, old: str, new: str) -> None:
         done = await self.runner.run(["zfs", "rename", old, new])
         if done.status != 0 and "dataset is busy" in done.stderr:
-            # zfs-fuse cannot rename a mounted dataset; OpenZFS remounts by itself.
+            # zfs-fuse cannot rename a mounted dataset; OpenZFS remounts by itself. After the
+            # unmount zfs-fuse may still hold the dataset for a moment (seen once in CI), so a
+            # busy answer is asked again, a few times, before it counts.
             (await self.runner.run(["zfs", "umount", old])).check()
-            done = await self.runner.run(["zfs", "rename", old, new])
+            for pause in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2):
+                done = await self.runner.run(["zfs", "rename", old, new])
+                if done.status == 0 or "dataset is busy" not in done.stderr:
+                    break
+                await trio.sleep(pause)
             await self.runner.run(["zfs", "mount", new if done.status == 0 else old])
         done.check()
 
