@@ -17,7 +17,9 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-from replicator.core.isolation import parse_mountinfo, subvolumes_within
+from replicator.adapters.receive_guard import read_mounts
+from replicator.core.endpoint import covers
+from replicator.core.isolation import subvolumes_within
 
 _HASH_CHUNK = 1 << 20
 
@@ -52,8 +54,7 @@ def open_beneath(root: str, path: str, *, directory: bool = False) -> int:
 
 def root_of(path: str, roots: Sequence[str]) -> str:
     """The (resolved) root that `path` was checked against: the longest that covers it."""
-    covering = [r for r in roots if path == r or path.startswith(r.rstrip("/") + "/")]
-    return max(covering, key=len)
+    return max((r for r in roots if covers((r,), path)), key=len)
 
 
 def answer(argv: Sequence[str], roots: Sequence[str], env: Mapping[str, str]) -> int:
@@ -103,5 +104,4 @@ def answer(argv: Sequence[str], roots: Sequence[str], env: Mapping[str, str]) ->
 def only_within(listing: str, path: str, roots: Sequence[str]) -> str:
     """`btrfs subvolume list` output cut to the subvolumes inside the roots (see
     `replicator.core.isolation.subvolumes_within`)."""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        return subvolumes_within(listing, path, roots, parse_mountinfo(f.read()))
+    return subvolumes_within(listing, path, roots, read_mounts())

@@ -27,8 +27,8 @@ import termios
 import time
 from collections.abc import Mapping, Sequence
 
-from replicator.core.isolation import (ZFS_BEGIN_RECORD, btrfs_root_problem, mount_of, parse_mountinfo,
-                                       zfs_inert_problem, zfs_stream_problem)
+from replicator.core.isolation import (ZFS_BEGIN_RECORD, Mount, btrfs_root_problem, mount_of,
+                                       parse_mountinfo, zfs_inert_problem, zfs_stream_problem)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.tee.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
@@ -42,10 +42,15 @@ class Refused(Exception):
 # ----------------------------------------------------------------------------------------------
 # Layout checks, done before anything is received.
 
+def read_mounts() -> list[Mount]:
+    """This process's view of the mounts (/proc/self/mountinfo)."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        return parse_mountinfo(f.read())
+
+
 def check_btrfs_roots(roots: Sequence[str]) -> None:
     """Raise Refused unless every root is a subvolume mounted alone there, nosuid,nodev."""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        mounts = parse_mountinfo(f.read())
+    mounts = read_mounts()
     for root in roots:
         if why := btrfs_root_problem(os.path.realpath(root), mounts):
             raise Refused(why)
@@ -54,8 +59,7 @@ def check_btrfs_roots(roots: Sequence[str]) -> None:
 def check_btrfs_destination(path: str) -> None:
     """Raise Refused unless `path` lies strictly below the mount point of a mount that keeps a
     receive to itself (the local receive of a pulled stream)."""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        mounts = parse_mountinfo(f.read())
+    mounts = read_mounts()
     resolved = os.path.realpath(path)
     mount = mount_of(resolved, mounts)
     why = btrfs_root_problem(mount.target, mounts) if mount else "it is on no mount"

@@ -21,6 +21,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from replicator.core.endpoint import covers
+
 # dmu_replay_record: drr_type (u32), drr_payloadlen (u32), then drr_begin: drr_magic (u64),
 # drr_versioninfo (u64), ... The whole record is 312 bytes in every ZFS version.
 ZFS_BEGIN_RECORD = 312
@@ -155,5 +157,5 @@ def subvolumes_within(listing: str, path: str, roots: Sequence[str], mounts: lis
 def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
     """The mount that `path` is on: the deepest whose target covers it; of two at one place,
     the later, which hides the earlier."""
-    covering = [m for m in mounts if path == m.target or path.startswith(m.target.rstrip("/") + "/")]
+    covering = [m for m in mounts if covers((m.target,), path)]
     return max(reversed(covering), key=lambda m: len(m.target), default=None)
