@@ -43,6 +43,8 @@ def zfs_stream_problem(first_record: bytes) -> str | None:
         return "this is not a ZFS send stream (no BEGIN record)"
     if kind != _DRR_BEGIN:
         return "this is not a ZFS send stream (it does not start with a BEGIN record)"
+    if len(first_record) < ZFS_BEGIN_RECORD:
+        return "the stream ended before its first record was complete (nothing to receive)"
     header = versioninfo & 0x3
     if header == _COMPOUNDSTREAM:
         return ("the stream carries properties or several datasets (zfs send -p/-R); this host "

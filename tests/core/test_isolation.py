@@ -31,6 +31,7 @@ def test_a_plain_snapshot_stream_passes_in_either_byte_order(order):
     (b"btrfs-stream\0\1\0\0\0" + bytes(40), "not a ZFS send stream"),
     (b"", "ended before its first record"),
     (begin_record(1)[:20], "ended before its first record"),
+    (begin_record(1)[:ZFS_BEGIN_RECORD - 1], "ended before its first record"),
 ])
 def test_streams_that_are_not_plain_snapshots_are_refused(record, says):
     assert says in zfs_stream_problem(record)
