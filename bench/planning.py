@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from common import load, table
 from replicator.core import names
 from replicator.core.model import Snapshot, oldest_first
-from replicator.core.planner import Plan, plan
+from replicator.core.actions import Decision, Sides, Strategy, decide
 from replicator.core.retention import Candidate, Policy, parse_preserve, select
 
 NOW = datetime(2026, 11, 25, 14, 30, tzinfo=timezone.utc)
@@ -41,10 +41,14 @@ def history(count: int, every: timedelta, salt: str) -> list[Snapshot]:
             for i in range(count)]
 
 
+ZFS = Strategy(intermediates=True, holds=True, bookmarks=True)
+
+
 def one_dataset(source: list[Snapshot], target: list[Snapshot]) -> tuple[int, int]:
     """What a replicate and a prune of one dataset compute; returns (steps, destroyed)."""
-    decision = plan(source, target, intermediates=True)
-    assert isinstance(decision, Plan), decision
+    # What the engine asks: the action list for a ZFS pair (holds and bookmarks included).
+    decision = decide(Sides(tuple(source), tuple(target)), ZFS)
+    assert isinstance(decision, Decision), decision
     destroyed = 0
     for side in (source, target):
         candidates = []
@@ -54,7 +58,7 @@ def one_dataset(source: list[Snapshot], target: list[Snapshot]) -> tuple[int, in
                 candidates.append(Candidate(snap.name, when))
         protected = {decision.common.name: "incremental base"} if decision.common else {}
         destroyed += sum(not v.keep for v in select(candidates, POLICY, NOW, ZONE, protected))
-    return len(decision.steps), destroyed
+    return len(decision.sends), destroyed
 
 
 def workload(shape: list[tuple[list[Snapshot], list[Snapshot]]]) -> tuple[int, int]:

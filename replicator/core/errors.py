@@ -85,6 +85,24 @@ class CommandError(TargetError):
         self.stderr = stderr
 
 
+class TargetModified(CommandError):
+    """An incremental could not be received: the target's copy was written to since its newest
+    snapshot (`zfs receive`: "has been modified")."""
+
+
+class StaleResumeToken(CommandError):
+    """A resume token that can never work again (its snapshot is gone, or it is corrupt), as
+    opposed to a transfer that broke again."""
+
+
+class SpoolMismatch(CommandError):
+    """A staged stream's prefix is not the prefix of the stream sent now."""
+
+
+class NoSpace(CommandError):
+    """A command failed with ENOSPC."""
+
+
 class ConflictError(TargetError):
     """Source and target histories do not line up; replicating would need a destroy."""
 

@@ -51,6 +51,7 @@ class ConflictKind(str, Enum):
     NO_COMMON_SNAPSHOT = "no_common_snapshot"
     TARGET_DIVERGED = "target_diverged"
     TARGET_NOT_EMPTY = "target_exists_without_snapshots"
+    TARGET_IN_THE_WAY = "target_in_the_way"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,17 +89,13 @@ def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
     if target is None:
         return _from_scratch(source, intermediates)
 
-    target_guids = {s.guid for s in target}
-    common_index = max((i for i, s in enumerate(source) if s.guid in target_guids), default=None)
-    marks = [b for b in bookmarks if b.guid in target_guids
-             and (common_index is None or b.order > source[common_index].order)]
-    if marks:
-        decision = _from_bookmark(source, target, max(marks, key=lambda b: b.order), intermediates)
-    elif common_index is None:
+    common = newest_common(source, target, bookmarks)
+    if common is None:
         return _no_common(source, target)
+    if common.is_bookmark:
+        decision = _from_bookmark(source, target, common, intermediates)
     else:
-        common = source[common_index]
-        missing = source[common_index + 1:]
+        missing = source[max(i for i, s in enumerate(source) if s.guid == common.guid) + 1:]
         decision = _diverged(source, target, common) or \
             Plan(steps=_incremental(common, missing, intermediates), common=common)
     if isinstance(decision, Conflict) and allow_rollback and decision.kind is ConflictKind.TARGET_DIVERGED:
@@ -114,6 +111,18 @@ def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
         assert isinstance(again, Plan)
         return Plan(steps=again.steps, common=again.common, rollback=decision.foreign)
     return decision
+
+
+def newest_common(source: Sequence[Snapshot], target: Sequence[Snapshot],
+                  bookmarks: Sequence[Snapshot] = ()) -> Snapshot | None:
+    """The newest snapshot (or bookmark, standing in for a destroyed one) of the source whose
+    guid the target holds: the base of the next incremental, which retention must keep and
+    status measures lag from. A snapshot wins over its own bookmark."""
+    there = {s.guid for s in target}
+    # By position, not by `order`: two btrfs snapshots can share a generation.
+    newest = next((s for s in reversed(source) if s.guid in there), None)
+    marks = [b for b in bookmarks if b.guid in there and (newest is None or b.order > newest.order)]
+    return max(marks, key=lambda b: b.order) if marks else newest
 
 
 def _up_to(target: Sequence[Snapshot], guid: str) -> list[Snapshot]:
