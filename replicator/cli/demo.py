@@ -2,7 +2,8 @@
 
 It builds a btrfs filesystem and a zfs-fuse pool as sources, a second of each as targets, an
 sshd on 127.0.0.1 to reach them as a remote host, writes a config for them, and runs
-snapshot + replicate twice: a full send, then an incremental after changing files.
+snapshot + replicate twice: a full send, then an incremental after changing files. The rigs
+live in `replicator.sandbox` (shared with the tests) and are imported only when it runs.
 """
 
 from __future__ import annotations
@@ -14,17 +15,12 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from replicator.cli import replicate, snapshot
+from replicator.cli import prune, replicate, snapshot
 from replicator.cli.common import run_async
 from replicator.core.config import parse_config
 from replicator.core.errors import EXIT_OK, EXIT_TARGET_FAILED
 from replicator.engine.context import open_context
-from replicator.engine.replicate import replicate_job
-from replicator.engine.snapshot import take_snapshots
-from replicator.sandbox import btrfs as btrfs_sandbox
-from replicator.sandbox import sshd as sshd_sandbox
-from replicator.sandbox import zfs as zfs_sandbox
-from replicator.sandbox.common import run
+from replicator.engine.cycle import run_cycle
 
 
 def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -34,6 +30,13 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def handle(args: argparse.Namespace) -> int:
+    # The rigs (loop devices, zfs-fuse, a private sshd) are the test bed's; only the demo needs
+    # them, so nothing else that imports the CLI loads them.
+    from replicator.sandbox import btrfs as btrfs_sandbox
+    from replicator.sandbox import sshd as sshd_sandbox
+    from replicator.sandbox import zfs as zfs_sandbox
+    from replicator.sandbox.common import run
+
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="replicator-demo-")))
         say(f"building throwaway pools under {work} ...")
@@ -103,14 +106,16 @@ path = "{dst_pool}/backup"
 
 
 async def one_pass(config) -> int:
+    """One cycle of each job, as `run --once` and the daemon run it."""
     async with open_context(config) as ctx:
-        taken = [await take_snapshots(job, ctx) for job in config.jobs]
-        snapshot.report(taken, False)
-        sent = []
-        for job in config.jobs:
-            sent += await replicate_job(job, ctx)
-        replicate.report(sent, False)
-    return max(snapshot.exit_code(taken), replicate.exit_code(sent))
+        cycles = [await run_cycle(job, ctx) for job in config.jobs]
+    taken = [c.snapshot for c in cycles if c.snapshot is not None]
+    sent = [r for c in cycles for r in c.replication]
+    pruned = [c.prune for c in cycles if c.prune is not None]
+    snapshot.report(taken, False)
+    replicate.report(sent, False)
+    prune.report(pruned, False, only_changes=True)
+    return max(snapshot.exit_code(taken), replicate.exit_code(sent), prune.exit_code(pruned))
 
 
 def write_files(tree: Path, generation: int) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timedelta, timezone
 
-from replicator.adapters.locks import state_dir
 from replicator.adapters.txlog import TxLog
+from replicator.engine.context import txlog_of
 from replicator.cli.common import load_config, print_json
 from replicator.core.errors import EXIT_OK, EXIT_WARNING, UsageError
 from replicator.core.schedule import ScheduleSyntaxError, parse_interval
@@ -37,7 +37,7 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 def handle(args: argparse.Namespace) -> int:
     config = load_config(args)
-    txlog = TxLog(state_dir(config.state_dir) / "txlog.jsonl")
+    txlog = txlog_of(config)
     if args.check:
         return check(txlog, args.json)
     since = parse_since(args.since, datetime.now(timezone.utc)) if args.since else None

@@ -1,16 +1,15 @@
-"""`replicator run --once`: snapshot every job, then replicate it."""
+"""`replicator run --once`: one cycle of every job (snapshot, replicate, prune), as the daemon runs it."""
 
 from __future__ import annotations
 
 import argparse
 
-from replicator.cli import prune, replicate, snapshot
+from replicator.cli import progress, prune, replicate, snapshot
 from replicator.cli.common import print_json, with_context
 from replicator.core.config import Job
 from replicator.core.errors import UsageError
 from replicator.engine.context import Context
-from replicator.engine.prune import prune_job
-from replicator.engine.snapshot import take_snapshots
+from replicator.engine.cycle import CycleReport, run_cycle
 
 
 def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -25,14 +24,15 @@ def handle(args: argparse.Namespace) -> int:
     if not args.once:
         raise UsageError("`replicator run` needs --once", hint="run `replicator run --once`")
 
-    async def one_pass(ctx: Context, jobs: list[Job]):
-        taken = [await take_snapshots(job, ctx, dry_run=args.dry_run) for job in jobs]
-        sent = await replicate.replicate_with_progress(ctx, jobs, args)
-        # Only after replication: what was just sent may be the base retention must keep.
-        pruned = [await prune_job(job, ctx, dry_run=args.dry_run) for job in jobs]
-        return taken, sent, pruned
+    async def one_pass(ctx: Context, jobs: list[Job]) -> list[CycleReport]:
+        async def cycles() -> list[CycleReport]:
+            return [await run_cycle(job, ctx, dry_run=args.dry_run, only_targets=args.target) for job in jobs]
+        return await progress.with_progress(ctx, args, cycles)
 
-    taken, sent, pruned = with_context(args, one_pass)
+    cycles = with_context(args, one_pass)
+    taken = [c.snapshot for c in cycles if c.snapshot is not None]
+    sent = [r for c in cycles for r in c.replication]
+    pruned = [c.prune for c in cycles if c.prune is not None]
     if args.json:
         print_json({"snapshots": taken, "replication": sent, "prune": pruned})
     else:

@@ -55,15 +55,33 @@ class JobState:
     stop_after_run: bool = False
 
 
-async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.CapacityLimiter,
-                  overlap_lock: trio.Lock, zone: tzinfo, wall: Callable[[], datetime], *,
-                  retry_initial: float, retry_max: float) -> None:
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """The clocks a job's loop keeps: its schedule's time zone, wall time (mapped from trio's
+    clock), and the retry backoff's first and longest wait in seconds."""
+
+    zone: tzinfo
+    wall: Callable[[], datetime]
+    retry_initial: float
+    retry_max: float
+
+
+@dataclass(frozen=True, slots=True)
+class Slots:
+    """What a run must hold: the limiter shared by all jobs, and the job's own lock, so that a
+    job's runs never overlap (a reloaded job's new loop waits for the old one's run)."""
+
+    limiter: trio.CapacityLimiter
+    overlap: trio.Lock
+
+
+async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pace: Pace) -> None:
     """The loop of one job, until cancelled or asked to stop after its current run.
 
     With no snapshot schedule the job runs only when triggered. Without a replicate schedule,
     it replicates right after each snapshot.
     """
-    schedule = job.schedule
+    schedule, zone, wall = job.schedule, pace.zone, pace.wall
     while not state.stop_after_run:
         now = wall()
         state.next_snapshot = (next_due(state.last_snapshot, schedule.snapshot, now, zone)
@@ -88,7 +106,7 @@ async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.Cap
         verify_due = state.next_verify is not None and state.next_verify <= now
         if not (snapshot_due or replicate_due or verify_due):
             continue
-        async with overlap_lock, limiter:
+        async with slots.overlap, slots.limiter:
             ok = True
             if snapshot_due:
                 state.running = "snapshot"
@@ -104,7 +122,7 @@ async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.Cap
                 await actions.verify(job)
                 state.last_verify = now
             state.running = None
-        _after(state, ok, wall(), retry_initial, retry_max)
+        _after(state, ok, wall(), pace.retry_initial, pace.retry_max)
 
 
 def _after(state: JobState, ok: bool, now: datetime, initial: float, maximum: float) -> None:

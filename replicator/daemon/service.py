@@ -23,11 +23,10 @@ from replicator.adapters import control, systemd
 from replicator.adapters.locks import DaemonLock, state_dir
 from replicator.core.config import Config, Job, parse_config
 from replicator.core.errors import ReplicatorError, StateError
-from replicator.daemon.scheduler import JobState, real_wall, run_job
+from replicator.daemon.scheduler import JobState, Pace, Slots, real_wall, run_job
 from replicator.engine.context import Context, open_context
-from replicator.engine.prune import prune_job, resolve_zone
-from replicator.engine.replicate import replicate_job
-from replicator.engine.snapshot import take_snapshots
+from replicator.adapters.clock import resolve_zone
+from replicator.engine.cycle import run_cycle
 from replicator.engine.status import dated, source_snapshots, survey
 from replicator.engine.verify import verify_job
 
@@ -117,9 +116,9 @@ class Daemon:
     async def _job_loop(self, job: Job, state: JobState, lock: trio.Lock) -> None:
         with trio.CancelScope() as scope:
             self.scopes[job.name] = scope
-            await run_job(job, state, self, self.limiter, lock, resolve_zone(job.schedule.timezone),
-                          self.wall, retry_initial=self.config.daemon.retry_initial,
-                          retry_max=self.config.daemon.retry_max)
+            pace = Pace(resolve_zone(job.schedule.timezone), self.wall, self.config.daemon.retry_initial,
+                        self.config.daemon.retry_max)
+            await run_job(job, state, self, Slots(self.limiter, lock), pace)
         if self.states.get(job.name) is state:
             del self.states[job.name]
 
@@ -129,21 +128,19 @@ class Daemon:
         assert self.ctx is not None
         await self.ctx.hosts.new_cycle()
         with self._state_errors(job):
-            result = await take_snapshots(job, self.ctx)
-            self._note(job, result.error)
-            return result.ok
+            cycle = await run_cycle(job, self.ctx, replicate=False)
+            self._note(job, "; ".join(cycle.errors) or None)
+            return cycle.ok
         return False
 
     async def replicate(self, job: Job) -> bool:
         assert self.ctx is not None
         await self.ctx.hosts.new_cycle()
         with self._state_errors(job):
-            results = await replicate_job(job, self.ctx)
-            pruned = await prune_job(job, self.ctx)
-            errors = [f"{r.target}: {r.error}" for r in results if not r.ok] + pruned.errors
-            self._note(job, "; ".join(errors) if errors else None)
+            cycle = await run_cycle(job, self.ctx, snapshot=False)
+            self._note(job, "; ".join(cycle.errors) or None)
             systemd.notify(f"STATUS={self.summary()}")
-            return not errors
+            return cycle.ok
         return False
 
     async def verify(self, job: Job) -> bool:

@@ -73,7 +73,7 @@ class Context:
 
     @property
     def txlog(self) -> TxLog:
-        return TxLog(self.state_dir / "txlog.jsonl", self.config.daemon.log_max_bytes)
+        return txlog_of(self.config)
 
     async def runner(self, host: str | None) -> Runner:
         """The runner for a target's host (None: this host). Raises HostError."""
@@ -86,6 +86,11 @@ class Context:
             if self.endpoints[host] is None:
                 self.hosts.enable_shells(host)
         return runner
+
+
+def txlog_of(config: Config) -> TxLog:
+    """The transaction log of a config's state directory, rotated at its `log_max_bytes`."""
+    return TxLog(state_dir(config.state_dir) / "txlog.jsonl", config.daemon.log_max_bytes)
 
 
 @asynccontextmanager

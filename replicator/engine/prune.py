@@ -8,26 +8,23 @@ without this tool's name are reported and never touched.
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone, tzinfo
-from pathlib import Path
+from datetime import datetime, timezone
 from typing import Sequence
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from replicator.adapters import btrfs as btrfs_adapter
-from replicator.adapters.btrfs import Btrfs
+from replicator.adapters.backend import SourceHalf, TargetHalf
+from replicator.adapters.clock import resolve_zone
 from replicator.adapters.locks import target_lock
-from replicator.adapters.runner import Runner
-from replicator.adapters.zfs import Zfs
 from replicator.core import names
-from replicator.core.config import Job, Retention, Target, ZfsSource
+from replicator.core.config import Job, Retention, Target
 from replicator.core.errors import ReplicatorError
 from replicator.core.model import Snapshot
+from replicator.core.planner import newest_common
 from replicator.core.retention import Candidate, select
+from replicator.engine.backends import source_half, target_half
 from replicator.engine.context import Context
 
 log = structlog.get_logger()
@@ -54,34 +51,16 @@ class PruneReport:
         return not self.errors
 
 
-def resolve_zone(name: str) -> tzinfo:
-    """A time zone by name; "local" is the host's zone, DST rules included where it can tell."""
-    if name != "local":
-        return ZoneInfo(name)
-    key = os.environ.get("TZ", "").lstrip(":")
-    if not key:
-        try:
-            key = Path("/etc/timezone").read_text().strip()
-        except OSError:
-            link = os.path.realpath("/etc/localtime")
-            key = link.partition("/zoneinfo/")[2]
-    try:
-        return ZoneInfo(key) if key else timezone.utc
-    except (ZoneInfoNotFoundError, ValueError):
-        return datetime.now().astimezone().tzinfo or timezone.utc
-
-
 @dataclass
 class _Side:
     """One side's snapshots of one dataset or subvolume, and the names that must survive."""
 
     label: str                  # "source" or the target's name
-    location: str               # dataset, or subvolume path on the source
-    shown: str                  # location as the report shows it (host:path for remote ones)
+    location: str               # the member: dataset, or subvolume path on the source
+    shown: str                  # where it is, as the report shows it (host:path for remote ones)
     snapshots: Sequence[Snapshot]
     retention: Retention
-    runner: Runner
-    btrfs_dir: str | None = None  # where btrfs snapshot entries live; None for ZFS
+    half: SourceHalf | TargetHalf
     bookmarks: Sequence[Snapshot] = ()
     protected: dict[str, str] = field(default_factory=dict)
     base_guids: set[str] = field(default_factory=set)
@@ -120,7 +99,6 @@ async def _prune_bookmarks(ctx: Context, job: Job, sources: list[_Side], report:
                            dry_run: bool) -> None:
     """Our bookmarks are only worth keeping as some target's base; the rest go."""
     for side in sources:
-        zfs = Zfs(side.runner)
         for mark in side.bookmarks:
             if names.parse_snapshot_name(mark.name, job.snapshot_prefix) is None:
                 continue
@@ -129,7 +107,7 @@ async def _prune_bookmarks(ctx: Context, job: Job, sources: list[_Side], report:
                 item.action, item.reasons = "destroy", ["bookmark no target needs"]
                 if not dry_run:
                     try:
-                        await zfs.destroy_bookmark(side.location, mark.name)
+                        await side.half.destroy_base(side.location, mark.name)
                         item.action = "destroyed"
                     except ReplicatorError as e:
                         item.action = "failed"
@@ -138,45 +116,25 @@ async def _prune_bookmarks(ctx: Context, job: Job, sources: list[_Side], report:
 
 
 async def _source_sides(job: Job, ctx: Context) -> list[_Side]:
-    source = job.source
-    src = await ctx.source_runner(job)
-    if isinstance(source, ZfsSource):
-        zfs = Zfs(src)
-        listing = await zfs.listing(source.datasets, recursive=source.recursive)
-        marks = await zfs.bookmarks(source.datasets, recursive=source.recursive)
-        return [_Side("source", ds, ds, snaps, source.retention, src, bookmarks=marks.get(ds, ()))
-                for ds, snaps in listing.items()]
-    entries = await Btrfs(src).entries(source.snapshot_dir) or {}
-    return [_Side("source", sv, sv, _btrfs_snapshots(entries, names.basename(sv), received=False),
-                  source.retention, src, btrfs_dir=source.snapshot_dir) for sv in source.subvolumes]
+    src = await source_half(job, ctx)
+    return [_Side("source", m.name, m.name, m.snapshots, job.source.retention, src, bookmarks=m.bases)
+            for m in await src.list(everything=True) if m.snapshots is not None]
 
 
 async def _target_sides(job: Job, target: Target, ctx: Context, sources: list[_Side]) -> list[_Side]:
     """The target's copy of each source side; protects the shared base on both."""
-    runner = await ctx.runner(target.host)
+    dst = await target_half(job, target, ctx)
     endpoint = await ctx.check_target(target)
     prefix = f"{target.host}:" if target.host else ""
-    copies = []
-    if isinstance(job.source, ZfsSource):
-        listing = await Zfs(runner).listing([target.path], recursive=True)
-        for side in sources:
-            dataset = names.zfs_target_dataset(target.path, side.location)
-            copies.append(_Side(target.name, dataset, prefix + dataset, listing.get(dataset, ()),
-                                target.retention, runner))
-    else:
-        entries = await Btrfs(runner).entries(target.path) or {}
-        for side in sources:
-            copies.append(_Side(target.name, side.location, prefix + target.path,
-                                _btrfs_snapshots(entries, names.basename(side.location), received=True),
-                                target.retention, runner, btrfs_dir=target.path))
+    listed = await dst.list([side.location for side in sources], resume=False)
+    copies = [_Side(target.name, side.location, prefix + listed[side.location].destination,
+                    listed[side.location].snapshots or (), target.retention, dst) for side in sources]
     if endpoint is not None and not endpoint.prune:
         # `serve --no-prune`: the target keeps everything; its retention is the admin's there.
         for copy in copies:
             copy.retention = Retention()
     for side, copy in zip(sources, copies):
-        shared = {s.guid for s in copy.snapshots}
-        candidates = [s for s in (*side.snapshots, *side.bookmarks) if s.guid in shared]
-        base = max(candidates, key=lambda s: s.order, default=None)
+        base = newest_common(side.snapshots, copy.snapshots, side.bookmarks)
         if base is not None:
             side.base_guids.add(base.guid)
             if not base.is_bookmark:
@@ -184,17 +142,6 @@ async def _target_sides(job: Job, target: Target, ctx: Context, sources: list[_S
             copy.protected.update({s.name: "incremental base (newest shared with the source)"
                                    for s in copy.snapshots if s.guid == base.guid})
     return copies
-
-
-def _btrfs_snapshots(entries: dict[str, btrfs_adapter.Entry], subvolume: str, *,
-                     received: bool) -> list[Snapshot]:
-    """Every snapshot entry of `subvolume` (ours or not), identified as the planner does."""
-    result = []
-    for entry, snapshot in btrfs_adapter.entries_of(entries, subvolume):
-        if entry.received_uuid or not received:
-            guid = entry.received_uuid or entry.uuid
-            result.append(Snapshot(name=snapshot, guid=guid or "", order=entry.cgen))
-    return sorted(result, key=lambda s: s.order)
 
 
 async def _apply(ctx: Context, side: _Side, job: Job, report: PruneReport, dry_run: bool,
@@ -220,18 +167,14 @@ async def _apply(ctx: Context, side: _Side, job: Job, report: PruneReport, dry_r
     doomed = [v.name for v in verdicts if not v.keep]
     if dry_run or not doomed:
         return
-    # ZFS destroys one snapshot per call (zfs-fuse knows no lists); btrfs deletes in one call.
-    batches = [[name] for name in doomed] if side.btrfs_dir is None else [doomed]
+    # ZFS destroys one snapshot per call (zfs-fuse knows no lists), each recorded; btrfs
+    # deletes in one call.
+    batches = [doomed] if side.half.destroys_in_one_call else [[name] for name in doomed]
     for batch in batches:
         action = ctx.txlog.start("destroy", job.name, side=side.label, location=side.shown,
                                  snapshots=batch)
         try:
-            if side.btrfs_dir is None:
-                await Zfs(side.runner).destroy_snapshot(side.location, batch[0])
-            else:
-                subvolume = names.basename(side.location)
-                await Btrfs(side.runner).delete(
-                    [f"{side.btrfs_dir}/{names.btrfs_entry(subvolume, name)}" for name in batch])
+            await side.half.destroy(side.location, batch)
         except ReplicatorError as e:
             action.failed(str(e))
             for name in batch:

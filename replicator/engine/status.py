@@ -9,39 +9,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterable
 
-from replicator.adapters import btrfs as btrfs_adapter
-from replicator.adapters.btrfs import Btrfs
-from replicator.adapters.zfs import Zfs
+from replicator.adapters.backend import SourceMember
 from replicator.core import names
-from replicator.core.config import Job, ZfsSource
+from replicator.core.config import Job
 from replicator.core.errors import ReplicatorError
 from replicator.core.model import Snapshot
+from replicator.core.planner import newest_common
+from replicator.engine.backends import source_half, target_half
 from replicator.engine.context import Context
+
+
+async def _source_members(job: Job, ctx: Context) -> list[SourceMember]:
+    """Each existing source member with our snapshots (and bookmarks) only."""
+    src = await source_half(job, ctx)
+    ours = [(m, tuple(s for s in m.snapshots if names.parse_snapshot_name(s.name, job.snapshot_prefix)))
+            for m in await src.list() if m.snapshots is not None]
+    return [SourceMember(m.name, snapshots, m.bases) for m, snapshots in ours]
 
 
 async def source_snapshots(job: Job, ctx: Context) -> dict[str, tuple[Snapshot, ...]]:
     """Our snapshots per source dataset or subvolume."""
-    src = await ctx.source_runner(job)
-    if isinstance(job.source, ZfsSource):
-        listing = await Zfs(src).listing(job.source.datasets, recursive=job.source.recursive)
-        return {ds: tuple(s for s in snaps if names.parse_snapshot_name(s.name, job.snapshot_prefix))
-                for ds, snaps in listing.items()}
-    entries = await Btrfs(src).entries(job.source.snapshot_dir) or {}
-    return {sv: btrfs_adapter.source_snapshots(entries, names.basename(sv), job.snapshot_prefix)
-            for sv in job.source.subvolumes}
+    return {m.name: m.snapshots or () for m in await _source_members(job, ctx)}
 
 
 async def target_snapshots(job: Job, target_index: int, ctx: Context,
-                           sources: dict[str, tuple[Snapshot, ...]]) -> dict[str, tuple[Snapshot, ...]]:
-    target = job.targets[target_index]
-    runner = await ctx.runner(target.host)
-    if isinstance(job.source, ZfsSource):
-        listing = await Zfs(runner).listing([target.path], recursive=True)
-        return {ds: listing.get(names.zfs_target_dataset(target.path, ds), ()) for ds in sources}
-    entries = await Btrfs(runner).entries(target.path) or {}
-    return {sv: btrfs_adapter.received_snapshots(entries, names.basename(sv)) for sv in sources}
+                           sources: Iterable[str]) -> dict[str, tuple[Snapshot, ...]]:
+    dst = await target_half(job, job.targets[target_index], ctx)
+    copies = await dst.list(list(sources), resume=False)
+    return {member: copy.snapshots or () for member, copy in copies.items()}
 
 
 # How far ahead of our clock a snapshot's name may be before it counts as dated in the future:
@@ -75,10 +72,12 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
     doc: dict[str, Any] = {"name": job.name, "kind": job.source.kind, "last_snapshot": None,
                            "future_snapshots": [], "source_snapshots": 0, "error": None, "targets": []}
     try:
-        sources = await source_snapshots(job, ctx)
+        members = await _source_members(job, ctx)
     except ReplicatorError as e:
         doc["error"] = str(e)
-        sources = {}
+        members = []
+    sources = {m.name: m.snapshots or () for m in members}
+    bases = {m.name: m.bases for m in members}
     taken = dated(sources, job.snapshot_prefix, now)
     if taken.newest:
         doc["last_snapshot"] = {"name": taken.newest.name, "time": _iso(taken.newest_time)}
@@ -104,11 +103,9 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
             doc["targets"].append(entry)
             continue
         entry["target_snapshots"] = sum(len(c) for c in copies.values())
-        commons = []
-        for location, snaps in sources.items():
-            there = {c.guid for c in copies.get(location, ())}
-            common = next((s for s in reversed(snaps) if s.guid in there), None)
-            commons.append(common)
+        # The same base replication and retention use: a bookmark can stand in for a snapshot.
+        commons = [newest_common(snaps, copies.get(location, ()), bases.get(location, ()))
+                   for location, snaps in sources.items()]
         if commons and all(commons):
             oldest = min(commons, key=lambda s: s.name)
             common_time = names.parse_snapshot_name(oldest.name, job.snapshot_prefix)

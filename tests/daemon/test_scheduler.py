@@ -10,7 +10,7 @@ from trio.testing import MockClock
 
 from replicator.core.config import Job, Schedule, Target, ZfsSource
 from replicator.core.schedule import parse_cron, parse_interval
-from replicator.daemon.scheduler import JobState, run_job
+from replicator.daemon.scheduler import JobState, Pace, Slots, run_job
 
 BASE = datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)   # a Monday
 UTC = timezone.utc
@@ -65,7 +65,7 @@ async def run_for(seconds: float, jobs_and_states, actions, limit: int = 2):
         async with trio.open_nursery() as nursery:
             for j, state in jobs_and_states:
                 nursery.start_soon(lambda j=j, s=state: run_job(
-                    j, s, actions, limiter, trio.Lock(), UTC, wall, retry_initial=60, retry_max=3600))
+                    j, s, actions, Slots(limiter, trio.Lock()), Pace(UTC, wall, retry_initial=60, retry_max=3600)))
 
 
 async def test_a_week_every_15_minutes(autojump_clock):

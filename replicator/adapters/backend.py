@@ -1,0 +1,107 @@
+"""What the replication engine needs of a filesystem, as two halves: the source it reads and
+the target it writes. ZFS (`zfs_backend.py`) and btrfs (`btrfs_backend.py`) implement both; a
+target that is not a filesystem need only implement `TargetHalf`.
+
+A member is one thing replicated as a unit: a ZFS dataset, or a btrfs subvolume (named as the
+config names it). Halves list every member in as few round trips as they can, build the argv
+of their own commands, and raise typed errors (`core.errors`) instead of handing command text
+to the engine. Moving the bytes is the engine's (`Pipe`): progress, rate limit, stall watchdog.
+
+To add a backend: implement both Protocols (their attributes are the facts the planner's
+`Strategy` is made of) and choose it in `engine/backends.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from replicator.adapters.runner import Runner
+from replicator.core.actions import Send
+from replicator.core.model import Snapshot
+from replicator.core.planner import Step
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMember:
+    name: str
+    snapshots: tuple[Snapshot, ...] | None   # None: the member does not exist on the source
+    bases: tuple[Snapshot, ...] = ()         # bookmarks: bases whose snapshot may be gone
+
+
+@dataclass(frozen=True, slots=True)
+class TargetMember:
+    destination: str                          # where the member lands, as the target names it
+    snapshots: tuple[Snapshot, ...] | None    # complete received copies; None: no copy yet
+    resume_token: str | None = None
+    unfinished: tuple[str, ...] = ()          # snapshots present only as unfinished receives
+
+
+class Pipe(Protocol):
+    """Runs `send_argv` on `sender` into `receive_argv` on `receiver`; returns the bytes moved."""
+
+    async def __call__(self, sender: Runner, send_argv: list[str], receiver: Runner,
+                       receive_argv: list[str], *, expected: int | None = None) -> int: ...
+
+
+class SourceHalf(Protocol):
+    runner: Runner
+    intermediates: bool   # one stream can carry many snapshots (ZFS -I)
+    holds: bool           # bases can be pinned (ZFS holds)
+    destroys_in_one_call: bool
+
+    @property
+    def bookmarks(self) -> bool:
+        """Whether bases can be bookmarked; known after `list`."""
+
+    async def list(self, *, everything: bool = False) -> list[SourceMember]:
+        """Every member, in the order they must be received (parents first), with the
+        snapshots replication sends; with `everything`, also those not named as ours where a
+        backend sends only ours (retention reports them)."""
+
+    def send_argv(self, member: str, step: Step) -> list[str]: ...
+
+    async def estimate(self, send_argv: list[str]) -> int | None:
+        """The stream's size, for an ETA; None where it cannot be told cheaply."""
+
+    async def protect(self, member: str, snapshot: Snapshot, tag: str) -> None: ...
+
+    async def keep_base(self, member: str, listed: Sequence[Snapshot], base: Snapshot | None, tag: str,
+                        also_release: Snapshot | None, bookmark: bool) -> None:
+        """Pin `base` alone for `tag`: pin it first, then release every other snapshot `listed`
+        as pinned (and `also_release`), so that a crash leaves at least one base pinned."""
+
+    async def destroy(self, member: str, snapshots: Sequence[str]) -> None: ...
+
+    async def destroy_base(self, member: str, base: str) -> None:
+        """Destroy a bookmark."""
+
+
+class TargetHalf(Protocol):
+    runner: Runner
+    partial_receives: bool  # an interrupted receive leaves a copy only the log can vouch for
+    destroys_in_one_call: bool
+
+    async def list(self, members: Sequence[str], *, create: bool = False,
+                   resume: bool = True) -> dict[str, TargetMember]:
+        """Each member's copy; with `create`, make what must exist before a first receive;
+        without `resume`, resume tokens are not read."""
+
+    async def relist(self, member: str) -> TargetMember: ...
+
+    def entry(self, member: str, snapshot: str) -> str:
+        """How the target names one snapshot of `member`, for messages."""
+
+    async def receive(self, member: str, send: Send, sender: Runner, send_argv: list[str], pipe: Pipe) -> int:
+        """Receive one stream; returns the bytes sent. Raises TargetModified where an
+        incremental cannot be received because the copy was written to, StaleResumeToken
+        where a resume token can never work again."""
+
+    async def abort_resume(self, member: str) -> None: ...
+
+    async def roll_back(self, member: str, to: Snapshot, destroy: Sequence[str]) -> None: ...
+
+    async def clear(self, member: str, snapshots: Sequence[str]) -> None:
+        """Delete unfinished receives of these snapshots."""
+
+    async def destroy(self, member: str, snapshots: Sequence[str]) -> None: ...

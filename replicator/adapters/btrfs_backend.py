@@ -1,0 +1,238 @@
+"""btrfs as a replication backend: subvolumes are members; each missing snapshot is its own
+`btrfs send -p` on the one before, received read-only into the target directory, which is
+their base (nothing to pin on the source). btrfs cannot resume a receive, so streams can be
+staged in a spool file on the target that grows across interrupted attempts."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+import structlog
+
+from replicator.adapters import btrfs as btrfs_adapter
+from replicator.adapters.backend import Pipe, SourceMember, TargetMember
+from replicator.adapters.btrfs import Btrfs, Entry
+from replicator.adapters.faults import crashpoint
+from replicator.adapters.runner import Runner
+from replicator.adapters.skip import PREFIX_MISMATCH
+from replicator.adapters.spool import Spool
+from replicator.core import names
+from replicator.core.actions import Send
+from replicator.core.config import BtrfsSource, Target
+from replicator.core.errors import CommandError, NoSpace
+from replicator.core.model import Snapshot, oldest_first
+from replicator.core.planner import Step
+
+log = structlog.get_logger()
+
+# A spool needs this much free beside what it holds, or the stream goes directly.
+MIN_FREE = 64 << 20
+# How a command says ENOSPC (strerror).
+NO_SPACE = "No space left on device"
+
+
+class BtrfsSourceHalf:
+    intermediates = False
+    holds = False
+    bookmarks = False
+    destroys_in_one_call = True
+
+    def __init__(self, source: BtrfsSource, runner: Runner, prefix: str) -> None:
+        self.source = source
+        self.runner = runner
+        self.prefix = prefix
+
+    async def list(self, *, everything: bool = False) -> list[SourceMember]:
+        """Our snapshots of each subvolume; with `everything`, also those named otherwise."""
+        entries = await Btrfs(self.runner).entries(self.source.snapshot_dir) or {}
+        return [SourceMember(sv, _all_snapshots(entries, names.basename(sv)) if everything
+                             else btrfs_adapter.source_snapshots(entries, names.basename(sv), self.prefix))
+                for sv in self.source.subvolumes]
+
+    def send_argv(self, member: str, step: Step) -> list[str]:
+        return btrfs_adapter.send_argv(self.source.snapshot_dir, names.basename(member), step)
+
+    async def estimate(self, argv: list[str]) -> int | None:
+        return None
+
+    async def protect(self, member: str, snapshot: Snapshot, tag: str) -> None:
+        raise NotImplementedError("btrfs has nothing to pin a base with")
+
+    async def keep_base(self, member: str, listed: Sequence[Snapshot], base: Snapshot | None, tag: str,
+                        also_release: Snapshot | None, bookmark: bool) -> None:
+        raise NotImplementedError("btrfs has nothing to pin a base with")
+
+    async def destroy(self, member: str, snapshots: Sequence[str]) -> None:
+        await _delete(Btrfs(self.runner), self.source.snapshot_dir, member, snapshots)
+
+    async def destroy_base(self, member: str, base: str) -> None:
+        raise NotImplementedError("btrfs has no bookmarks")
+
+
+class BtrfsTargetHalf:
+    partial_receives = True
+    destroys_in_one_call = True
+
+    def __init__(self, target: Target, runner: Runner, *, local: Runner,
+                 guard: Callable[[list[str]], list[str]]) -> None:
+        self.target = target
+        self.runner = runner
+        self.local = local
+        self.guard = guard
+        self.btrfs = Btrfs(runner)
+
+    def entry(self, member: str, snapshot: str) -> str:
+        return names.btrfs_entry(names.basename(member), snapshot)
+
+    async def list(self, members: Sequence[str], *, create: bool = False,
+                   resume: bool = True) -> dict[str, TargetMember]:
+        entries = await self.btrfs.entries(self.target.path)
+        if entries is None and create:
+            await self.btrfs.ensure_directory(self.target.path)
+        return {m: self._member(entries or {}, m) for m in members}
+
+    async def relist(self, member: str) -> TargetMember:
+        return self._member(await self.btrfs.entries(self.target.path) or {}, member)
+
+    def _member(self, entries: dict[str, Entry], member: str) -> TargetMember:
+        subvolume = names.basename(member)
+        unfinished = [names.split_btrfs_entry(e) for e in btrfs_adapter.unfinished(entries, subvolume)]
+        return TargetMember(self.target.path, btrfs_adapter.received_snapshots(entries, subvolume) or None,
+                            unfinished=tuple(parsed[1] for parsed in unfinished if parsed))
+
+    async def receive(self, member: str, send: Send, sender: Runner, argv: list[str], pipe: Pipe) -> int:
+        step = send.step
+        assert step.snapshot is not None
+        entry = self.entry(member, step.snapshot.name)
+        spool = Spool(self.runner, self.target.path, entry, step.base.name if step.base else None,
+                      guard=self.guard)
+        try:
+            if await self._spool_this_attempt(entry, spool, send):
+                try:
+                    return await self._spooled(entry, sender, argv, spool, pipe)
+                except NoRoomToSpool as e:
+                    log.warning("no room on the target for the spool and the received copy; streaming "
+                                "directly", entry=entry, error=str(e))
+                    await self._remove_unfinished(entry)
+            return await pipe(sender, argv, self.runner, self.guard(btrfs_adapter.receive_argv(self.target.path)))
+        except NoRoomToSpool:
+            raise
+        except CommandError as e:
+            if _out_of_space(e):
+                raise NoSpace(e.message, argv=e.argv, status=e.status, stderr=e.stderr, hint=e.hint) from None
+            raise
+
+    async def _spool_this_attempt(self, entry: str, spool: Spool, send: Send) -> bool:
+        """Whether this transfer stages its stream in the spool (`resumable`).
+
+        "on-retry" streams a first attempt straight into `btrfs receive` (the target writes the
+        data once) and spools a transfer that failed before, or whose spool an earlier attempt
+        began, so that from the second attempt on an interruption loses nothing. It never spools
+        the retry of an attempt that failed for lack of space: the spool and the received copy
+        need twice the stream's space. A spool needs at least MIN_FREE free beside what it holds,
+        else the stream goes directly. A spool that will not be used is removed: it would only
+        take space."""
+        have = await spool.size()
+        if self.target.resumable != "on-retry":
+            use = self.target.resumable == "always"
+        elif send.starved:
+            log.info("the last attempt ran out of space: streaming directly, without a spool",
+                     target=self.target.name, entry=entry)
+            use = False
+        elif send.retry:
+            log.info("spooling the retry of an interrupted transfer", target=self.target.name, entry=entry)
+            use = True
+        else:
+            use = have > 0
+        if use:
+            avail = await spool.prepare()
+            if avail is not None and avail + have < MIN_FREE:
+                log.warning("too little space on the target to spool; streaming directly",
+                            target=self.target.name, entry=entry, free_mib=avail >> 20)
+                use = False
+        if not use and have:
+            log.info("removing a spool this transfer does not use", target=self.target.name, spool=spool.path)
+            await spool.remove()
+        return use
+
+    async def _spooled(self, entry: str, sender: Runner, argv: list[str], spool: Spool, pipe: Pipe) -> int:
+        """Stream into a spool file on the target, then `btrfs receive -f` it there.
+
+        btrfs cannot resume a receive, but a spool can grow: after an interruption the next
+        attempt sends only what the spool lacks (the same snapshots give the same stream; the
+        prefix is checked by hash before it is skipped). The spool lives on the target
+        filesystem and is removed once received. Returns the bytes sent in this attempt."""
+        await spool.prepare()
+        have = await spool.size()
+        sender_runner, sender_argv = sender, argv
+        if have:
+            digest = await spool.sha256()
+            # The skipper runs here and wraps the sender wherever that runs (ssh for pull mode).
+            # A compressed stream is compressed after the skipper and decompressed before the
+            # spool writer, so the spool, its size and its hash are the uncompressed stream's.
+            sender_runner = self.local
+            sender_argv = [sys.executable, "-m", "replicator.adapters.skip", "--bytes", str(have),
+                           "--sha256", digest, "--", *sender.stream_argv(argv)]
+            log.info("resuming a btrfs stream from its spool", entry=entry, offset=have)
+        try:
+            moved = await pipe(sender_runner, sender_argv, spool.runner, spool.writer_argv(append=bool(have)))
+        except CommandError as e:
+            if _out_of_space(e):
+                await spool.remove()
+                raise NoRoomToSpool(f"the spool of {entry} filled {self.target.where}: {e.message}") from None
+            if not (have and e.status == PREFIX_MISMATCH and e.argv[:1] == (sys.executable,)):
+                raise
+            log.warning("the spool does not match the stream; starting it over", entry=entry, spool=spool.path)
+            await spool.remove()
+            return await self._spooled(entry, sender, argv, spool, pipe)
+        crashpoint("after-spool")
+        try:
+            await spool.receive()
+        except CommandError as e:
+            if not _out_of_space(e):
+                raise
+            # Received from the spool, the copy needs the space a second time; the spool goes,
+            # and the caller streams directly into the room it frees.
+            await spool.remove()
+            raise NoRoomToSpool(f"receiving the spool of {entry} filled {self.target.where}: {e.message}") from None
+        await spool.remove()
+        return moved
+
+    async def _remove_unfinished(self, entry: str) -> None:
+        """Delete what a `btrfs receive -f` that ran out of space left of `entry` (no received_uuid)."""
+        left = (await self.btrfs.entries(self.target.path) or {}).get(entry)
+        if left is not None and not left.received_uuid:
+            await self.btrfs.delete([f"{self.target.path}/{entry}"])
+
+    async def abort_resume(self, member: str) -> None:
+        raise NotImplementedError("btrfs receives have no resume state")
+
+    async def roll_back(self, member: str, to: Snapshot, destroy: Sequence[str]) -> None:
+        # A received copy is read-only: nothing was written after `to`, so deleting is all.
+        await self.destroy(member, destroy)
+
+    async def clear(self, member: str, snapshots: Sequence[str]) -> None:
+        await self.destroy(member, snapshots)
+
+    async def destroy(self, member: str, snapshots: Sequence[str]) -> None:
+        await _delete(self.btrfs, self.target.path, member, snapshots)
+
+
+class NoRoomToSpool(NoSpace):
+    """The spool, or the copy received from it, filled the target; the spool is removed."""
+
+
+def _out_of_space(error: CommandError) -> bool:
+    return NO_SPACE in error.message or NO_SPACE in error.stderr
+
+
+async def _delete(btrfs: Btrfs, directory: str, member: str, snapshots: Sequence[str]) -> None:
+    subvolume = names.basename(member)
+    await btrfs.delete([f"{directory}/{names.btrfs_entry(subvolume, name)}" for name in snapshots])
+
+
+def _all_snapshots(entries: dict[str, Entry], subvolume: str) -> tuple[Snapshot, ...]:
+    """Every snapshot entry of `subvolume`, ours or not, identified as the planner does."""
+    return oldest_first([Snapshot(name=snapshot, guid=entry.received_uuid or entry.uuid or "", order=entry.cgen)
+                         for entry, snapshot in btrfs_adapter.entries_of(entries, subvolume)])

@@ -1,0 +1,28 @@
+"""The one place that chooses a backend for a job: its source's filesystem decides both halves."""
+
+from __future__ import annotations
+
+from replicator.adapters.backend import SourceHalf, TargetHalf
+from replicator.adapters.btrfs_backend import BtrfsSourceHalf, BtrfsTargetHalf
+from replicator.adapters.zfs_backend import ZfsSourceHalf, ZfsTargetHalf
+from replicator.core.config import Job, Target, ZfsSource
+from replicator.engine.context import Context
+from replicator.engine.streaming import receiving
+
+
+async def source_half(job: Job, ctx: Context) -> SourceHalf:
+    runner = await ctx.source_runner(job)
+    if isinstance(job.source, ZfsSource):
+        return ZfsSourceHalf(job.source, runner)
+    return BtrfsSourceHalf(job.source, runner, job.snapshot_prefix)
+
+
+async def target_half(job: Job, target: Target, ctx: Context) -> TargetHalf:
+    runner = await ctx.runner(target.host)
+
+    def guard(argv: list[str]) -> list[str]:
+        return receiving(job, argv)
+
+    if isinstance(job.source, ZfsSource):
+        return ZfsTargetHalf(target, runner, guard=guard)
+    return BtrfsTargetHalf(target, runner, local=ctx.local, guard=guard)
