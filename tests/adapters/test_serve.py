@@ -32,7 +32,7 @@ from replicator.adapters.endpoint import probe
 from replicator.adapters.runner import Completed, LocalRunner, ssh_hosts
 from replicator.adapters.zfs import Zfs
 from replicator.cli.common import run_async
-from replicator.cli.serve import authorize
+from replicator.adapters.serve import authorize
 from replicator.core import names
 from replicator.core.config import Host
 from replicator.core.endpoint import Policy, Rejection, Request, parse_request
