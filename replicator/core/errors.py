@@ -95,10 +95,6 @@ class StaleResumeToken(CommandError):
     opposed to a transfer that broke again."""
 
 
-class SpoolMismatch(CommandError):
-    """A staged stream's prefix is not the prefix of the stream sent now."""
-
-
 class NoSpace(CommandError):
     """A command failed with ENOSPC."""
 
