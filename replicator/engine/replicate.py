@@ -17,6 +17,7 @@ from replicator.core.endpoint import EndpointInfo
 from replicator.core.errors import ReplicatorError, TargetError
 from replicator.engine.btrfs_target import btrfs_target
 from replicator.engine.context import Context
+from replicator.engine.hooks import around_replicate
 from replicator.engine.results import TargetResult, Transferred
 from replicator.engine.zfs_target import move_base_hold, zfs_target
 
@@ -38,11 +39,15 @@ async def replicate_job(job: Job, ctx: Context, *, dry_run: bool = False,
         async with limiter:
             results.extend(await _replicate_target(job, target, ctx, dry_run))
 
-    async with trio.open_nursery() as nursery:
-        for target in targets:
-            nursery.start_soon(one, target)
+    async def run_all() -> list[TargetResult]:
+        async with trio.open_nursery() as nursery:
+            for target in targets:
+                nursery.start_soon(one, target)
+        return results
+
+    done = await around_replicate(job, ctx, targets, dry_run, run_all)
     order = {t.name: i for i, t in enumerate(job.targets)}
-    return sorted(results, key=lambda r: (order[r.target], r.source))
+    return sorted(done, key=lambda r: (order[r.target], r.source))
 
 
 async def _replicate_target(job: Job, target: Target, ctx: Context, dry_run: bool) -> list[TargetResult]:
