@@ -16,6 +16,7 @@ from replicator.core.compress import DEFAULT_LEVEL, LEVELS
 from replicator.core.config_model import (_NAME, WEEKDAYS, BtrfsSource, Config, Daemon, Host, Job,
                                           Resumable, Retention, Schedule, Source, Target, ZfsSource)
 from replicator.core.errors import ConfigError
+from replicator.core.hooks import NO_HOOKS, Hooks, parse_hooks
 from replicator.core.retention import Policy, RetentionSyntaxError, parse_preserve, parse_preserve_min
 from replicator.core.schedule import Rule, ScheduleSyntaxError, parse_cron, parse_interval
 
@@ -99,7 +100,7 @@ class _Reader:
         return tuple(result)
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        top = self.table("", data, {"hosts", "job", "state_dir", "daemon"})
+        top = self.table("", data, {"hosts", "job", "state_dir", "daemon", "hooks"})
         state_dir = self.get("", top, "state_dir", str, None)
         if state_dir is not None and not state_dir.startswith("/"):
             self.problem("state_dir", f"{state_dir!r} is relative: give an absolute path")
@@ -117,7 +118,15 @@ class _Reader:
                 self.problem(f"job[{i}].name", f"{job.name!r} is used by another job: names must be unique")
             seen.add(job.name)
         return Config(hosts=hosts, jobs=jobs, state_dir=state_dir,
-                      daemon=self.daemon("daemon", self.get("", top, "daemon", dict, {}) or {}))
+                      daemon=self.daemon("daemon", self.get("", top, "daemon", dict, {}) or {}),
+                      hooks=self.hooks("hooks", top))
+
+    def hooks(self, path: str, table: Mapping[str, Any]) -> Hooks:
+        if "hooks" not in table:
+            return NO_HOOKS
+        hooks, problems = parse_hooks(path, table["hooks"])
+        self.problems.extend(problems)
+        return hooks
 
     def daemon(self, path: str, value: Mapping[str, Any]) -> Daemon:
         t = self.table(path, value, {"max_parallel_jobs", "retry_initial", "retry_max", "socket",
@@ -200,7 +209,7 @@ class _Reader:
                     connect_timeout=float(timeout or 15.0))
 
     def job(self, path: str, value: Any, hosts: Mapping[str, Host]) -> Job | None:
-        t = self.table(path, value, {"name", "snapshot_prefix", "source", "target", "schedule"})
+        t = self.table(path, value, {"name", "snapshot_prefix", "source", "target", "schedule", "hooks"})
         name = self.get(path, t, "name", str)
         if name is not None and not _NAME.fullmatch(name):
             self.problem(f"{path}.name", f"{name!r}: job names use 1-64 letters, digits, '_', '.' and '-'")
@@ -223,7 +232,7 @@ class _Reader:
             return None
         schedule = self.schedule(f"{path}.schedule", self.get(path, t, "schedule", dict, {}) or {})
         return Job(name=name, source=source, targets=targets, snapshot_prefix=prefix or "replicator",
-                   schedule=schedule)
+                   schedule=schedule, hooks=self.hooks(f"{path}.hooks", t))
 
     def source(self, path: str, value: Any, hosts: Mapping[str, Host]) -> Source | None:
         if value is None:

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Mapping, get_args
 
+from replicator.core.hooks import NO_HOOKS, Hooks
 from replicator.core.retention import Policy
 from replicator.core.schedule import Rule
 
@@ -103,6 +104,7 @@ class Job:
     targets: tuple[Target, ...]
     snapshot_prefix: str = "replicator"
     schedule: Schedule = Schedule()
+    hooks: Hooks = NO_HOOKS          # run around this job's snapshot and replication
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,7 @@ class Config:
     # /var/lib/replicator.
     state_dir: str | None = None
     daemon: Daemon = Daemon()
+    hooks: Hooks = NO_HOOKS          # run around every job's, outside the job's own
 
     def job(self, name: str) -> Job | None:
         return next((j for j in self.jobs if j.name == name), None)

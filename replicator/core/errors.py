@@ -58,6 +58,10 @@ class SnapshotError(ReplicatorError):
     exit_code = EXIT_SNAPSHOT_FAILED
 
 
+class HookError(SnapshotError):
+    """A hook whose on_failure is "abort" failed, timed out or could not be started."""
+
+
 class StateError(ReplicatorError):
     """Our own state directory cannot be read or written; nothing that needs it can go on."""
 

@@ -29,6 +29,7 @@ from replicator.core.errors import (NoSpace, ReplicatorError, StaleResumeToken, 
 from replicator.core.planner import Conflict, Step, StepKind
 from replicator.engine.backends import source_half, target_half
 from replicator.engine.context import Context
+from replicator.engine.hooks import around_replicate
 from replicator.engine.results import TargetResult, Transferred, compressed, name_of, where
 from replicator.engine.streaming import stream
 
@@ -50,11 +51,15 @@ async def replicate_job(job: Job, ctx: Context, *, dry_run: bool = False,
         async with limiter:
             results.extend(await _replicate_target(job, target, ctx, dry_run))
 
-    async with trio.open_nursery() as nursery:
-        for target in targets:
-            nursery.start_soon(one, target)
+    async def run_all() -> list[TargetResult]:
+        async with trio.open_nursery() as nursery:
+            for target in targets:
+                nursery.start_soon(one, target)
+        return results
+
+    done = await around_replicate(job, ctx, targets, dry_run, run_all)
     order = {t.name: i for i, t in enumerate(job.targets)}
-    return sorted(results, key=lambda r: (order[r.target], r.source))
+    return sorted(done, key=lambda r: (order[r.target], r.source))
 
 
 async def _replicate_target(job: Job, target: Target, ctx: Context, dry_run: bool) -> list[TargetResult]:

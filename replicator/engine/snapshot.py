@@ -17,6 +17,7 @@ from replicator.core import names
 from replicator.core.config import BtrfsSource, Job, ZfsSource
 from replicator.core.errors import ReplicatorError, SnapshotError, StateError
 from replicator.engine.context import Context
+from replicator.engine.hooks import hooked
 
 log = structlog.get_logger()
 
@@ -73,18 +74,19 @@ async def _take(job: Job, ctx: Context, dry_run: bool, clock: Callable[[], datet
         return SnapshotResult(job=job.name, name=name, taken=(), error=f"snapshot {name} exists already")
     if dry_run:
         return SnapshotResult(job=job.name, name=name, taken=tuple(paths), dry_run=True)
-    with ctx.txlog.action("snapshot", job.name, snapshot=name, source=paths):
-        taken: list[str] = []
-        try:
-            if isinstance(source, BtrfsSource):
-                btrfs = Btrfs(src)
-                for subvolume, path in zip(source.subvolumes, paths):
-                    await btrfs.snapshot(subvolume, source.snapshot_dir, names.basename(path))
-                    taken.append(path)
-            else:
-                await Zfs(src).snapshot(source.datasets, name, recursive=source.recursive)
-        except ReplicatorError as e:
-            raise await _incomplete_group(source, src, name, taken, e) from None
+    async with hooked(job, ctx, "snapshot", snapshot=name):
+        with ctx.txlog.action("snapshot", job.name, snapshot=name, source=paths):
+            taken: list[str] = []
+            try:
+                if isinstance(source, BtrfsSource):
+                    btrfs = Btrfs(src)
+                    for subvolume, path in zip(source.subvolumes, paths):
+                        await btrfs.snapshot(subvolume, source.snapshot_dir, names.basename(path))
+                        taken.append(path)
+                else:
+                    await Zfs(src).snapshot(source.datasets, name, recursive=source.recursive)
+            except ReplicatorError as e:
+                raise await _incomplete_group(source, src, name, taken, e) from None
     log.info("snapshots taken", job=job.name, snapshot=name, count=len(paths))
     return SnapshotResult(job=job.name, name=name, taken=tuple(paths))
 
