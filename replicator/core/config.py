@@ -17,7 +17,7 @@ from replicator.core.config_model import (_NAME, WEEKDAYS, BtrfsSource, Config, 
                                           Resumable, Retention, Schedule, Source, Target, ZfsSource)
 from replicator.core.errors import ConfigError
 from replicator.core.retention import Policy, RetentionSyntaxError, parse_preserve, parse_preserve_min
-from replicator.core.schedule import Rule, ScheduleSyntaxError, parse_cron, parse_interval
+from replicator.core.schedule import MIN_INTERVAL, Rule, ScheduleSyntaxError, parse_cron, parse_interval
 
 __all__ = ["BtrfsSource", "Config", "Daemon", "Host", "Job", "Retention", "Schedule", "Source", "Target",
            "ZfsSource", "config_from_dict", "parse_bytes", "parse_config"]
@@ -169,7 +169,13 @@ class _Reader:
             return None
         try:
             if every is not None:
-                return parse_interval(every)
+                interval = parse_interval(every)
+                if interval.seconds < MIN_INTERVAL.seconds:
+                    self.problem(f"{path}.{every_key}", f"{every!r} is shorter than the minimum "
+                                 f"{MIN_INTERVAL.seconds}s: use \"1m\" or more (each run lists every "
+                                 "source and target)")
+                    return None
+                return interval
             if cron is not None:
                 return parse_cron(cron)
         except ScheduleSyntaxError as e:
