@@ -24,6 +24,7 @@ from replicator.adapters.locks import DaemonLock, state_dir
 from replicator.core.config import Config, Job, parse_config
 from replicator.core.errors import ReplicatorError, StateError
 from replicator.daemon.scheduler import JobState, real_wall, run_job
+from replicator.daemon.trigger import triggered_run
 from replicator.engine.context import Context, open_context
 from replicator.engine.prune import prune_job, resolve_zone
 from replicator.engine.replicate import replicate_job
@@ -117,9 +118,13 @@ class Daemon:
     async def _job_loop(self, job: Job, state: JobState, lock: trio.Lock) -> None:
         with trio.CancelScope() as scope:
             self.scopes[job.name] = scope
-            await run_job(job, state, self, self.limiter, lock, resolve_zone(job.schedule.timezone),
-                          self.wall, retry_initial=self.config.daemon.retry_initial,
-                          retry_max=self.config.daemon.retry_max)
+            try:
+                await run_job(job, state, self, self.limiter, lock, resolve_zone(job.schedule.timezone),
+                              self.wall, retry_initial=self.config.daemon.retry_initial,
+                              retry_max=self.config.daemon.retry_max)
+            finally:
+                state.stopped = True
+                state.ran.set()   # a `trigger --wait` on it learns that no run will come
         if self.states.get(job.name) is state:
             del self.states[job.name]
 
@@ -256,8 +261,11 @@ class Daemon:
             name = request.get("job")
             if name not in self.states:
                 return {"ok": False, "error": f"no job named {name!r}; jobs: {', '.join(self.states)}"}
-            self.states[name].triggered.set()
-            return {"ok": True, "triggered": name}
+            state = self.states[name]
+            ticket = state.trigger()
+            if not request.get("wait"):
+                return {"ok": True, "triggered": name}
+            return await triggered_run(state, ticket)
         return {"ok": False, "error": f"unknown request {command!r}: use status or trigger"}
 
     async def status(self) -> dict[str, Any]:
