@@ -23,6 +23,8 @@ from replicator.adapters import control, systemd
 from replicator.adapters.locks import DaemonLock, state_dir
 from replicator.core.config import Config, Job, parse_config
 from replicator.core.errors import ReplicatorError, StateError
+from replicator.daemon import metrics as daemon_metrics
+from replicator.daemon.live import Live
 from replicator.daemon.scheduler import JobState, real_wall, run_job
 from replicator.daemon.trigger import triggered_run
 from replicator.engine.context import Context, open_context
@@ -52,6 +54,8 @@ class Daemon:
         self.ctx: Context | None = None
         self.limiter = trio.CapacityLimiter(config.daemon.max_parallel_jobs)
         self.wall = None
+        self.live = Live()
+        self.metrics: daemon_metrics.Metrics | None = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Raises UsageError if another daemon uses the state directory, StateError if the
@@ -65,6 +69,9 @@ class Daemon:
                 self.nursery = nursery
                 await nursery.start(control.serve, control.socket_path(self.config.daemon.socket),
                                     self.handle)
+                if daemon_metrics.wanted(self.config):
+                    self.metrics = daemon_metrics.Metrics(self)
+                    await nursery.start(self.metrics.run)
                 for job in self.config.jobs:
                     await self.start_job(job)
                 nursery.start_soon(self.watch_signals, nursery.cancel_scope)
@@ -114,6 +121,7 @@ class Daemon:
         if job.schedule.snapshot is None:
             log.warning("job has no schedule; it runs only when triggered", job=job.name)
         self.nursery.start_soon(self._job_loop, job, state, lock)
+        self.nursery.start_soon(self.live.refresh, job, self.ctx)
 
     async def _job_loop(self, job: Job, state: JobState, lock: trio.Lock) -> None:
         with trio.CancelScope() as scope:
@@ -146,6 +154,7 @@ class Daemon:
             results = await replicate_job(job, self.ctx)
             pruned = await prune_job(job, self.ctx)
             errors = [f"{r.target}: {r.error}" for r in results if not r.ok] + pruned.errors
+            await self.live.refresh(job, self.ctx)
             self._note(job, "; ".join(errors) if errors else None)
             systemd.notify(f"STATUS={self.summary()}")
             return not errors
@@ -155,6 +164,8 @@ class Daemon:
         assert self.ctx is not None
         with self._state_errors(job):
             results = await verify_job(job, self.ctx, sample=job.schedule.verify_sample)
+            if self.metrics:
+                self.metrics.poke()
             return all(r.ok for r in results)
         return False
 
@@ -174,6 +185,8 @@ class Daemon:
     def _note(self, job: Job, error: str | None) -> None:
         if job.name in self.states:
             self.states[job.name].last_error = error
+        if self.metrics:
+            self.metrics.poke()
 
     # -- signals, reload, watchdog ---------------------------------------------------------------
 
