@@ -8,8 +8,8 @@ set -euo pipefail
 
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 packages=(btrfs-progs zfs-fuse openssh-server openssh-client python3 python3-venv util-linux zstd btrbk)
-uv_version=0.13.9
-tools_venv=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/replicator-tools
+# shellcheck source=scripts/uv.sh
+source "$repo/scripts/uv.sh"
 
 install_packages() {
     local missing=() package
@@ -44,19 +44,6 @@ install_packages() {
         rm -f "$policy"
     fi
     return "$status"
-}
-
-ensure_uv() {
-    if command -v uv >/dev/null; then
-        return 0
-    fi
-    # Debian's python3 refuses `pip install` outside a virtualenv, so uv gets its own.
-    if [[ ! -x $tools_venv/bin/uv ]]; then
-        echo "setup.sh: installing uv $uv_version into $tools_venv" >&2
-        python3 -m venv "$tools_venv"
-        "$tools_venv/bin/python" -m pip install --quiet "uv==$uv_version"
-    fi
-    export PATH="$tools_venv/bin:$PATH"
 }
 
 install_packages

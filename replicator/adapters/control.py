@@ -161,7 +161,7 @@ async def _answer(stream: trio.SocketStream, handler: Handler) -> None:
             pass
 
 
-def request(path: Path, payload: dict[str, Any], timeout: float = 30.0) -> dict[str, Any] | None:
+def request(path: Path, payload: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any] | None:
     """Ask the daemon; None when no daemon listens there."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)

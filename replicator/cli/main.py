@@ -1,19 +1,48 @@
-"""`replicator`: parse the command line, run one subcommand, turn errors into exit codes."""
+"""`replicator`: parse the command line, run one subcommand, turn errors into exit codes.
+
+Only the subcommand being run is imported: the others pull in trio, asyncssh and the engine,
+which would cost `replicator --help` and every `serve` behind a forced command most of a second.
+`--help` lists the subcommands from the table below; tests/core/test_cli_main.py checks that it
+says what each module's own parser says.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
-from replicator import __version__, logsetup
-from replicator.cli import (check_config, daemon, demo, diff, import_btrbk, log, prune, replicate, restore, run,
-                            serve, snapshot, status, trigger, verify)
+from replicator import __version__
 from replicator.core.errors import ReplicatorError
 
-SUBCOMMANDS = (check_config, snapshot, replicate, prune, run, daemon, status, trigger, log, restore,
-               verify, diff, demo, import_btrbk, serve)
+
+class Subcommand(NamedTuple):
+    name: str
+    module: str          # under replicator.cli
+    help: str
+    logs: bool = True    # configures structlog; serve logs to syslog and its --log file only
+
+
+SUBCOMMANDS = (
+    Subcommand("check-config", "check_config", "validate the config file and print a summary"),
+    Subcommand("snapshot", "snapshot", "take the jobs' snapshots now"),
+    Subcommand("replicate", "replicate", "send every target the snapshots it lacks"),
+    Subcommand("prune", "prune", "destroy snapshots that retention no longer keeps"),
+    Subcommand("run", "run", "snapshot, replicate, then prune"),
+    Subcommand("daemon", "daemon", "run the jobs on their schedules until SIGTERM (SIGHUP reloads)"),
+    Subcommand("status", "status", "show jobs, targets, lag and transfers"),
+    Subcommand("trigger", "trigger", "run a job in the daemon now"),
+    Subcommand("log", "log", "show the transaction log"),
+    Subcommand("restore", "restore", "receive a snapshot back from a target, to a new place or in place"),
+    Subcommand("verify", "verify", "compare the newest common snapshot on source and targets, file by file"),
+    Subcommand("diff", "diff", "list files changed between two snapshots"),
+    Subcommand("demo", "demo", "replicate btrfs and ZFS over loopback ssh on throwaway pools"),
+    Subcommand("import-btrbk", "import_btrbk",
+               "print a config.toml equivalent to a btrbk.conf, with a comment per option left out"),
+    Subcommand("serve", "serve", "restricted endpoint for an authorized_keys forced command", logs=False),
+)
 
 EPILOG = """exit codes:
   0  done            1  warning          2  usage or config error (nothing changed)
@@ -22,7 +51,16 @@ EPILOG = """exit codes:
   128+N  stopped by signal N (130: Ctrl-C)"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen(argv: Sequence[str]) -> Subcommand | None:
+    """The subcommand named on the command line: the first word, as the top level takes no
+    option with a value."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return next((s for s in SUBCOMMANDS if s.name == first), None)
+
+
+def build_parser(load: Sequence[Subcommand] = ()) -> argparse.ArgumentParser:
+    """The parser, with the full options of the subcommands in `load` and a one-line entry (for
+    --help) for the others."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE",
                         help="config file (default: $REPLICATOR_CONFIG or /etc/replicator/config.toml)")
@@ -34,16 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"replicator {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in SUBCOMMANDS:
-        module.add_parser(commands, common)
+    for sub in SUBCOMMANDS:
+        if sub in load:
+            importlib.import_module(f"replicator.cli.{sub.module}").add_parser(commands, common)
+        else:
+            commands.add_parser(sub.name, help=sub.help)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    quiet = getattr(args, "log_level", "warning")
-    logsetup.configure((quiet, "info", "debug")[min(args.verbose, 2)])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    sub = chosen(argv)
+    args = build_parser([sub] if sub else []).parse_args(argv)
+    if sub is not None and sub.logs:
+        from replicator import logsetup
+        quiet = getattr(args, "log_level", "warning")
+        logsetup.configure((quiet, "info", "debug")[min(args.verbose, 2)])
     try:
         return args.handler(args)
     except ReplicatorError as e:

@@ -18,7 +18,7 @@ from replicator.core.config_model import (_NAME, WEEKDAYS, BtrfsSource, Config, 
 from replicator.core.errors import ConfigError
 from replicator.core.hooks import NO_HOOKS, Hooks, parse_hooks
 from replicator.core.retention import Policy, RetentionSyntaxError, parse_preserve, parse_preserve_min
-from replicator.core.schedule import Rule, ScheduleSyntaxError, parse_cron, parse_interval
+from replicator.core.schedule import MIN_INTERVAL, Rule, ScheduleSyntaxError, parse_cron, parse_interval
 
 __all__ = ["BtrfsSource", "Config", "Daemon", "Host", "Job", "Retention", "Schedule", "Source", "Target",
            "ZfsSource", "config_from_dict", "parse_bytes", "parse_config"]
@@ -130,7 +130,7 @@ class _Reader:
 
     def daemon(self, path: str, value: Mapping[str, Any]) -> Daemon:
         t = self.table(path, value, {"max_parallel_jobs", "retry_initial", "retry_max", "socket",
-                                     "log_max_bytes"})
+                                     "log_max_bytes", "metrics_port", "metrics_textfile"})
         jobs = self.get(path, t, "max_parallel_jobs", int, 2)
         if jobs is not None and jobs < 1:
             self.problem(f"{path}.max_parallel_jobs", "must be at least 1")
@@ -142,8 +142,16 @@ class _Reader:
         size = self.get(path, t, "log_max_bytes", int, 16 << 20)
         if size is not None and size < 4096:
             self.problem(f"{path}.log_max_bytes", "must be at least 4096")
+        port = self.get(path, t, "metrics_port", int, None)
+        if port is not None and not 1 <= port <= 65535:
+            self.problem(f"{path}.metrics_port", f"{port} is not a TCP port: give 1-65535 (e.g. 9708)")
+        textfile = self.get(path, t, "metrics_textfile", str, None)
+        if textfile is not None and not (textfile.startswith("/") and textfile.endswith(".prom")):
+            self.problem(f"{path}.metrics_textfile", f"{textfile!r}: give an absolute path ending in "
+                         ".prom, in node_exporter's --collector.textfile.directory")
         return Daemon(max_parallel_jobs=max(jobs or 2, 1), retry_initial=initial or 60,
-                      retry_max=maximum or 3600, socket=socket, log_max_bytes=size or (16 << 20))
+                      retry_max=maximum or 3600, socket=socket, log_max_bytes=size or (16 << 20),
+                      metrics_port=port, metrics_textfile=textfile)
 
     def interval(self, path: str, table: Mapping[str, Any], key: str, default: str) -> int | None:
         text = self.get(path, table, key, str, default)
@@ -178,7 +186,13 @@ class _Reader:
             return None
         try:
             if every is not None:
-                return parse_interval(every)
+                interval = parse_interval(every)
+                if interval.seconds < MIN_INTERVAL.seconds:
+                    self.problem(f"{path}.{every_key}", f"{every!r} is shorter than the minimum "
+                                 f"{MIN_INTERVAL.seconds}s: use \"1m\" or more (each run lists every "
+                                 "source and target)")
+                    return None
+                return interval
             if cron is not None:
                 return parse_cron(cron)
         except ScheduleSyntaxError as e:

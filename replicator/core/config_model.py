@@ -114,6 +114,8 @@ class Daemon:
     retry_max: int = 3600            # retries back off up to this
     socket: str | None = None        # None: $RUNTIME_DIRECTORY/control.sock or /run/replicator/...
     log_max_bytes: int = 16 << 20    # the transaction log rotates past this
+    metrics_port: int | None = None  # Prometheus /metrics on 127.0.0.1:PORT; None: none
+    metrics_textfile: str | None = None  # a node_exporter textfile (NAME.prom); None: none
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,11 @@ class Cron:
 
 Rule = Every | Cron
 
+# The shortest interval a config may ask for (every, replicate_every, verify_every), as cron's
+# smallest step: each run lists every source and target, and snapshots are named to the second,
+# so "30s" would mostly list, and pile up snapshots faster than retention is meant to thin them.
+MIN_INTERVAL = Every(60)
+
 
 def parse_interval(text: str) -> Every:
     """"15m", "1h30m", "1d" -> Every; raises ScheduleSyntaxError."""

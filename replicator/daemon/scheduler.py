@@ -53,6 +53,19 @@ class JobState:
     retry_at: datetime | None = None
     triggered: trio.Event = field(default_factory=trio.Event)
     stop_after_run: bool = False
+    # For `trigger --wait`: each trigger takes a ticket; a run started after ticket N was
+    # taken serves every ticket up to N. `ran` is set (and replaced) after each run.
+    tickets: int = 0
+    served: int = 0
+    ran: trio.Event = field(default_factory=trio.Event)
+    failed_action: str | None = None   # of the last run: "snapshot" or "replicate", or None
+    stopped: bool = False              # its loop has ended
+
+    def trigger(self) -> int:
+        """Ask for a run now; returns the ticket that `served` reaches once such a run is over."""
+        self.tickets += 1
+        self.triggered.set()
+        return self.tickets
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +110,7 @@ async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pac
                 await state.triggered.wait()
         now = wall()
         triggered = state.triggered.is_set()
+        serving = state.tickets if triggered else state.served
         if triggered:
             state.triggered = trio.Event()
         snapshot_due = triggered or (state.next_snapshot is not None and state.next_snapshot <= now)
@@ -108,6 +122,7 @@ async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pac
             continue
         async with slots.overlap, slots.limiter:
             ok = True
+            state.failed_action = None
             if snapshot_due:
                 state.running = "snapshot"
                 ok = await actions.snapshot(job)
@@ -116,6 +131,8 @@ async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pac
                 state.running = "replicate"
                 ok = await actions.replicate(job)
                 state.last_replicate = now
+            if not ok:
+                state.failed_action = state.running
             if verify_due:
                 # A failed verify is reported (status, log) but not retried: it is a finding.
                 state.running = "verify"
@@ -123,6 +140,9 @@ async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pac
                 state.last_verify = now
             state.running = None
         _after(state, ok, wall(), pace.retry_initial, pace.retry_max)
+        state.served = serving
+        state.ran.set()
+        state.ran = trio.Event()
 
 
 def _after(state: JobState, ok: bool, now: datetime, initial: float, maximum: float) -> None:
@@ -134,3 +154,14 @@ def _after(state: JobState, ok: bool, now: datetime, initial: float, maximum: fl
     state.retry_at = now + timedelta(seconds=delay)
     log.warning("job failed; retrying later", job=state.name, failures=state.failures,
                 retry_in_seconds=delay)
+
+
+async def run_served(state: JobState, ticket: int) -> bool:
+    """Wait until a run has served `ticket`; False if the job's loop ended first (the job was
+    removed by a reload, or the daemon stops)."""
+    while state.served < ticket:
+        ran = state.ran
+        await ran.wait()
+        if state.served < ticket and state.stopped:
+            return False
+    return True

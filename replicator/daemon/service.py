@@ -23,7 +23,10 @@ from replicator.adapters import control, systemd
 from replicator.adapters.locks import DaemonLock, state_dir
 from replicator.core.config import Config, Job, parse_config
 from replicator.core.errors import ReplicatorError, StateError
+from replicator.daemon import metrics as daemon_metrics
+from replicator.daemon.live import Live
 from replicator.daemon.scheduler import JobState, Pace, Slots, real_wall, run_job
+from replicator.daemon.trigger import triggered_run
 from replicator.engine.context import Context, open_context
 from replicator.adapters.clock import resolve_zone
 from replicator.engine.cycle import run_cycle
@@ -50,6 +53,8 @@ class Daemon:
         self.ctx: Context | None = None
         self.limiter = trio.CapacityLimiter(config.daemon.max_parallel_jobs)
         self.wall = None
+        self.live = Live()
+        self.metrics: daemon_metrics.Metrics | None = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Raises UsageError if another daemon uses the state directory, StateError if the
@@ -63,6 +68,9 @@ class Daemon:
                 self.nursery = nursery
                 await nursery.start(control.serve, control.socket_path(self.config.daemon.socket),
                                     self.handle)
+                if daemon_metrics.wanted(self.config):
+                    self.metrics = daemon_metrics.Metrics(self)
+                    await nursery.start(self.metrics.run)
                 for job in self.config.jobs:
                     await self.start_job(job)
                 nursery.start_soon(self.watch_signals, nursery.cancel_scope)
@@ -112,13 +120,18 @@ class Daemon:
         if job.schedule.snapshot is None:
             log.warning("job has no schedule; it runs only when triggered", job=job.name)
         self.nursery.start_soon(self._job_loop, job, state, lock)
+        self.nursery.start_soon(self.live.refresh, job, self.ctx)
 
     async def _job_loop(self, job: Job, state: JobState, lock: trio.Lock) -> None:
         with trio.CancelScope() as scope:
             self.scopes[job.name] = scope
             pace = Pace(resolve_zone(job.schedule.timezone), self.wall, self.config.daemon.retry_initial,
                         self.config.daemon.retry_max)
-            await run_job(job, state, self, Slots(self.limiter, lock), pace)
+            try:
+                await run_job(job, state, self, Slots(self.limiter, lock), pace)
+            finally:
+                state.stopped = True
+                state.ran.set()   # a `trigger --wait` on it learns that no run will come
         if self.states.get(job.name) is state:
             del self.states[job.name]
 
@@ -138,6 +151,7 @@ class Daemon:
         await self.ctx.hosts.new_cycle()
         with self._state_errors(job):
             cycle = await run_cycle(job, self.ctx, snapshot=False)
+            await self.live.refresh(job, self.ctx)
             self._note(job, "; ".join(cycle.errors) or None)
             systemd.notify(f"STATUS={self.summary()}")
             return cycle.ok
@@ -147,6 +161,8 @@ class Daemon:
         assert self.ctx is not None
         with self._state_errors(job):
             results = await verify_job(job, self.ctx, sample=job.schedule.verify_sample)
+            if self.metrics:
+                self.metrics.poke()
             return all(r.ok for r in results)
         return False
 
@@ -166,6 +182,8 @@ class Daemon:
     def _note(self, job: Job, error: str | None) -> None:
         if job.name in self.states:
             self.states[job.name].last_error = error
+        if self.metrics:
+            self.metrics.poke()
 
     # -- signals, reload, watchdog ---------------------------------------------------------------
 
@@ -253,8 +271,11 @@ class Daemon:
             name = request.get("job")
             if name not in self.states:
                 return {"ok": False, "error": f"no job named {name!r}; jobs: {', '.join(self.states)}"}
-            self.states[name].triggered.set()
-            return {"ok": True, "triggered": name}
+            state = self.states[name]
+            ticket = state.trigger()
+            if not request.get("wait"):
+                return {"ok": True, "triggered": name}
+            return await triggered_run(state, ticket)
         return {"ok": False, "error": f"unknown request {command!r}: use status or trigger"}
 
     async def status(self) -> dict[str, Any]:

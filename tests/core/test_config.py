@@ -171,3 +171,20 @@ def test_preserve_min_no_is_refused_on_a_source_as_btrbk_refuses_it():
     assert [str(r) for r in target.retention.policy.preserve] == ["24h", "7d"]
     source = parse_config(with_retention("source", 'preserve_min = "latest"\npreserve = "no"')).jobs[1].source
     assert source.retention.policy.preserve == ()
+
+
+def with_schedule(lines: str) -> str:
+    return GOOD.replace('snapshot_prefix = "hourly"', f'snapshot_prefix = "hourly"\n[job.schedule]\n{lines}')
+
+
+@pytest.mark.parametrize("key", ["every", "replicate_every", "verify_every"])
+def test_an_interval_below_the_minimum_is_refused(key):
+    lines = f'{key} = "30s"' if key == "every" else f'every = "1h"\n{key} = "59s"'
+    found = problems(with_schedule(lines))
+    assert found == [f"job[1].schedule.{key}: {lines.split('= ')[-1][1:-1]!r} is shorter than the minimum "
+                     "60s: use \"1m\" or more (each run lists every source and target)"], found
+
+
+def test_the_minimum_interval_itself_is_accepted():
+    schedule = parse_config(with_schedule('every = "1m"\nreplicate_every = "60s"')).jobs[1].schedule
+    assert (schedule.snapshot.seconds, schedule.replicate.seconds) == (60, 60)

@@ -10,7 +10,8 @@ from trio.testing import MockClock
 
 from replicator.core.config import Job, Schedule, Target, ZfsSource
 from replicator.core.schedule import parse_cron, parse_interval
-from replicator.daemon.scheduler import JobState, Pace, Slots, run_job
+from replicator.daemon.scheduler import JobState, Pace, Slots, run_job, run_served
+from replicator.daemon.trigger import triggered_run
 
 BASE = datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)   # a Monday
 UTC = timezone.utc
@@ -162,3 +163,41 @@ async def test_weekly_verify_runs_beside_the_snapshots(autojump_clock):
     await run_for(14 * 86400 - 1, [(j, JobState("tank"))], actions)
     assert actions.verifications == [BASE + timedelta(days=6, hours=4), BASE + timedelta(days=13, hours=4)]
     assert len(actions.snapshots) == 14 and len(actions.replications) == 14
+
+
+async def test_a_trigger_during_a_run_is_served_by_the_next_run_not_by_the_running_one(autojump_clock):
+    actions = Recorder(takes=100)
+    state = JobState("tank")
+    answers = []
+
+    async def trigger_and_wait(at: float):
+        await trio.sleep(at)
+        ticket = state.trigger()
+        assert await run_served(state, ticket)
+        answers.append((trio.current_time(), ticket))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_job(job(), state, actions, Slots(trio.CapacityLimiter(1), trio.Lock()),
+                                           Pace(UTC, wall, retry_initial=60, retry_max=3600)))
+        nursery.start_soon(trigger_and_wait, 0)
+        nursery.start_soon(trigger_and_wait, 50)     # while the first run works
+        nursery.start_soon(trigger_and_wait, 60)     # the same: one later run serves both
+        await trio.sleep(1000)
+        nursery.cancel_scope.cancel()
+    # Each run snapshots (100 s) and replicates (100 s).
+    assert sorted(answers) == [(200, 1), (400, 2), (400, 3)]
+    assert len(actions.snapshots) == 2
+
+
+async def test_a_failed_triggered_run_says_which_action_failed(autojump_clock):
+    state = JobState("tank")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_job(job(), state, Recorder(fail_replications=1),
+                                           Slots(trio.CapacityLimiter(1), trio.Lock()),
+                                           Pace(UTC, wall, retry_initial=60, retry_max=3600)))
+        answer = await triggered_run(state, state.trigger())
+        assert answer["exit_code"] == 3 and answer["result"] == "replicate failed"
+        answer = await triggered_run(state, state.trigger())
+        assert answer["exit_code"] == 0 and answer["result"] == "success"
+        nursery.cancel_scope.cancel()
+    assert await run_served(state, 2)
