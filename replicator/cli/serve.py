@@ -38,9 +38,9 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 from replicator import __version__
-from replicator.adapters import beneath, receive_guard
+from replicator.adapters import beneath, manifest, receive_guard
 from replicator.core.compress import DECOMPRESS
-from replicator.core.endpoint import (EXIT_REJECTED, Policy, Rejection, Request, confine,
+from replicator.core.endpoint import (EXIT_REJECTED, MANIFEST, Policy, Rejection, Request, confine,
                                       parse_request, probe_answer)
 from replicator.core.endpoint_args import Role, collapse
 from replicator.core.errors import ReplicatorError
@@ -78,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prune", dest="prune", action="store_false",
                         help="refuse zfs destroy, zfs rollback and btrfs subvolume delete: a compromised client "
                              "cannot prune its backups away (prune on this host instead)")
+    parser.add_argument("--no-restore", dest="restore", action="store_false",
+                        help="role receive: refuse zfs send and btrfs send, so this key cannot read its "
+                             "backups back (restore then goes through the backup host's own access)")
     parser.add_argument("--log", metavar="FILE",
                         help="also append every decision to FILE as a JSON line (always: syslog)")
     parser.add_argument("--lock-dir", default=DEFAULT_LOCK_DIR, metavar="DIR",
@@ -85,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    policy = Policy.build(args.role, args.root, args.snapshot_prefix, prune=args.prune, jobs=args.job)
+    policy = Policy.build(args.role, args.root, args.snapshot_prefix, prune=args.prune, jobs=args.job,
+                          restore=args.restore)
     return serve(os.environ.get("SSH_ORIGINAL_COMMAND"), policy, log_file=args.log,
                  lock_dir=args.lock_dir)
 
@@ -120,6 +124,9 @@ def serve(original: str | None, policy: Policy, *, log_file: str | None = None,
         has_zstd = shutil.which(DECOMPRESS[0], path=SAFE_PATH) is not None
         print(probe_answer(policy, __version__, decompress=has_zstd), flush=True)
         return 0
+    if decision.command == MANIFEST:
+        return manifest.answer(decision.argv[-1], _resolved_roots(policy), _clean_environment(),
+                               sys.stdout, sys.stderr)
     if decision.read_beneath:
         return beneath.answer(decision.argv, _resolved_roots(policy), _clean_environment())
     return _exec(decision.argv)

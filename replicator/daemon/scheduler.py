@@ -53,6 +53,9 @@ class JobState:
     retry_at: datetime | None = None
     triggered: trio.Event = field(default_factory=trio.Event)
     stop_after_run: bool = False
+    # The last run found a target held by a person's restore or verify: try again soon, as
+    # after a first failure, without counting it as one.
+    deferred: bool = False
 
 
 async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.CapacityLimiter,
@@ -110,6 +113,8 @@ async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.Cap
 def _after(state: JobState, ok: bool, now: datetime, initial: float, maximum: float) -> None:
     if ok:
         state.failures, state.retry_at, state.last_error = 0, None, None
+        if state.deferred:
+            state.deferred, state.retry_at = False, now + timedelta(seconds=initial)
         return
     state.failures += 1
     delay = min(initial * 2 ** (state.failures - 1), maximum)

@@ -142,6 +142,8 @@ class Daemon:
             pruned = await prune_job(job, self.ctx)
             errors = [f"{r.target}: {r.error}" for r in results if not r.ok] + pruned.errors
             self._note(job, "; ".join(errors) if errors else None)
+            if job.name in self.states and any(r.status == "deferred" for r in results):
+                self.states[job.name].deferred = True
             systemd.notify(f"STATUS={self.summary()}")
             return not errors
         return False
@@ -149,8 +151,9 @@ class Daemon:
     async def verify(self, job: Job) -> bool:
         assert self.ctx is not None
         with self._state_errors(job):
-            results = await verify_job(job, self.ctx, sample=job.schedule.verify_sample)
-            return all(r.ok for r in results)
+            # doing="": the daemon's own verify is no person's, which a replication would wait out.
+            results = await verify_job(job, self.ctx, sample=job.schedule.verify_sample, doing="")
+            return all(r.ok or r.busy for r in results)
         return False
 
     @contextmanager

@@ -20,7 +20,7 @@ import structlog
 
 from replicator.adapters import btrfs as btrfs_adapter
 from replicator.adapters.btrfs import Btrfs
-from replicator.adapters.locks import target_lock
+from replicator.adapters.locks import TargetBusy, target_lock
 from replicator.adapters.runner import Runner
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
@@ -106,7 +106,10 @@ async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
                     await _apply(ctx, copy, job, report, dry_run, now)
             except ReplicatorError as e:
                 every_target_checked = False
-                report.errors.append(f"target {target.name}: {e}")
+                if isinstance(e, TargetBusy) and e.manual:
+                    report.notes.append(f"target {target.name} deferred: {e}")  # a person's restore/verify
+                else:
+                    report.errors.append(f"target {target.name}: {e}")
                 report.notes.append(f"source snapshots not pruned: target {target.name} could not be "
                                     "checked, so its incremental base is unknown")
         if every_target_checked:

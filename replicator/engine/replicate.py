@@ -11,7 +11,7 @@ from typing import Sequence
 import structlog
 import trio
 
-from replicator.adapters.locks import target_lock
+from replicator.adapters.locks import TargetBusy, target_lock
 from replicator.core.config import Job, Target, ZfsSource
 from replicator.core.endpoint import EndpointInfo
 from replicator.core.errors import ReplicatorError, TargetError
@@ -55,14 +55,17 @@ async def _replicate_target(job: Job, target: Target, ctx: Context, dry_run: boo
             else:
                 results = await btrfs_target(job, job.source, target, runner, ctx, dry_run)
     except ReplicatorError as e:
-        log.error("target failed", job=job.name, target=target.name, error=str(e))
-        results = [TargetResult(job.name, target.name, "*", target.where, "failed", error=str(e))]
+        # A person restoring or verifying this target is waited for: deferred, not failed.
+        status = "deferred" if isinstance(e, TargetBusy) and e.manual else "failed"
+        (log.info if status == "deferred" else log.error)(f"target {status}", job=job.name,
+                                                          target=target.name, error=str(e))
+        results = [TargetResult(job.name, target.name, "*", target.where, status, error=str(e))]
     if not dry_run:
         for r in results:
-            if r.status == "failed" and not any(t.failed for t in r.transfers):
+            if r.status in ("failed", "deferred") and not any(t.failed for t in r.transfers):
                 # Failures before any stream (conflict, host, busy) get their own record.
                 ctx.txlog.append(type="replicate", job=job.name, target=target.name, source=r.source,
-                                 destination=r.destination, status="failed", message=r.error,
+                                 destination=r.destination, status=r.status, message=r.error,
                                  conflict=r.conflict)
     return results
 

@@ -162,3 +162,27 @@ async def test_weekly_verify_runs_beside_the_snapshots(autojump_clock):
     await run_for(14 * 86400 - 1, [(j, JobState("tank"))], actions)
     assert actions.verifications == [BASE + timedelta(days=6, hours=4), BASE + timedelta(days=13, hours=4)]
     assert len(actions.snapshots) == 14 and len(actions.replications) == 14
+
+
+class Deferring(Recorder):
+    """A replication that finds its target held by a person's restore `times` times."""
+
+    def __init__(self, times: int, state: JobState):
+        super().__init__()
+        self.times, self.state = times, state
+
+    async def replicate(self, job):
+        self.replications.append(wall())
+        if self.times:
+            self.times -= 1
+            self.state.deferred = True   # as the service marks a run that found a target deferred
+        return True
+
+
+async def test_a_target_deferred_by_a_person_is_retried_soon_without_growing_the_backoff(autojump_clock):
+    state = JobState("tank")
+    actions = Deferring(4, state)
+    await run_for(3600, [(job(snapshot=parse_interval("6h")), state)], actions)
+    # Each deferral waits retry_initial (60 s) again: no doubling, no failure counted.
+    assert actions.replications == [BASE + timedelta(seconds=s) for s in (0, 60, 120, 180, 240)]
+    assert state.failures == 0 and state.last_error is None and state.retry_at is None
