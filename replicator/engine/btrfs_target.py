@@ -16,6 +16,7 @@ from replicator.adapters.skip import PREFIX_MISMATCH
 from replicator.adapters.spool import Spool
 from replicator.core.errors import CommandError
 from replicator.core.planner import ConflictKind, Plan, Step, plan
+from replicator.engine import restored
 from replicator.engine.context import Context
 from replicator.engine.faults import crashpoint
 from replicator.engine.results import TargetResult, carry_out, where
@@ -40,10 +41,12 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
         result = TargetResult(job.name, target.name, subvolume_path, where(target, target.path), "up_to_date")
         results.append(result)
         received = btrfs_adapter.received_snapshots(target_entries or {}, subvolume)
-        decision = plan(btrfs_adapter.source_snapshots(source_entries, subvolume, job.snapshot_prefix),
-                        received or None, intermediates=False, allow_rollback=target.rollback_diverged,
+        originals = btrfs_adapter.source_snapshots(source_entries, subvolume, job.snapshot_prefix)
+        decision = plan(originals, received or None, intermediates=False, allow_rollback=target.rollback_diverged,
                         # pull mode: every received snapshot came from the source, which decides nothing here
-                        spare=lambda name: source.host is not None)
+                        spare=lambda name: source.host is not None,
+                        restored=restored.base(ctx, job.name, job.snapshot_prefix, subvolume_path, originals,
+                                               received))
         if isinstance(decision, Plan) and decision.rollback and not dry_run:
             doomed = [f"{target.path}/{names.btrfs_entry(subvolume, n)}" for n in decision.rollback]
             with ctx.txlog.action("destroy", job.name, target=target.name, location=target.path,

@@ -33,6 +33,7 @@ from replicator.core.endpoint import EndpointInfo
 from replicator.core.errors import TargetError, UsageError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
+from replicator.engine import restored
 from replicator.engine.context import Context
 from replicator.engine.streaming import stream
 
@@ -220,6 +221,8 @@ async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context,
                 else:
                     result.moved_aside = None
                 await local.writable_snapshot(posixpath.join(directory, entry), subvolume)
+                # The next snapshot is sent against this one, not the newer (attacked) ones.
+                restored.record(ctx, job.name, subvolume, snap)
     return results
 
 

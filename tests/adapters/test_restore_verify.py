@@ -187,6 +187,43 @@ def test_zfs_verify_of_a_local_target_that_is_not_mounted_changes_nothing(make_z
     assert run("zfs", "get", "-H", "-r", "-o", "name,property,value", "mountpoint,canmount,readonly", dst) == before
 
 
+def next_second(snapshot_dir) -> None:
+    """Snapshot names have a resolution of one second: wait until the next one gets its own."""
+    taken = {p.name.partition("@")[2] for p in snapshot_dir.iterdir()}
+    wait_for(lambda: snapshot_name("replicator", datetime.now(timezone.utc)) not in taken, "the clock's next second")
+
+
+def test_btrfs_after_restoring_an_older_snapshot_the_chain_continues_from_it(make_btrfs, tmp_path):
+    src, dst, config = btrfs_setup(make_btrfs, tmp_path)
+    assert cli(config, "run", "--once").code == 0
+    good = tree_digest(src / "data")
+    [first] = [p.name.partition("@")[2] for p in (src / ".snapshots").iterdir()]
+    # The attack: the bulk of the data rewritten, and replicated before anyone noticed.
+    (src / "data" / "bulk.bin").write_bytes(os.urandom(8 << 20))
+    next_second(src / ".snapshots")
+    assert cli(config, "run", "--once").code == 0
+
+    restored = cli(config, "restore", "home", "--in-place", "--snapshot", first)
+    assert restored.code == 0, restored.out + restored.err
+    assert tree_digest(src / "data") == good
+    (src / "data" / "after-restore.txt").write_text("new work")
+    next_second(src / ".snapshots")
+    again = cli(config, "run", "--once", "--json")
+    assert again.code == 0, again.out + again.err
+    [sent] = again.json["replication"][0]["transfers"]
+    # Against the attacked snapshot this stream would carry the 8 MiB the restore brought back.
+    assert sent["kind"] == "incremental" and sent["base"] == first, sent
+    assert sent["bytes"] < 1 << 20, f"{sent['bytes']} bytes"
+    newest = sorted((dst / "backup").iterdir())[-1]
+    assert tree_digest(newest) == tree_digest(src / "data")
+    # From then on the chain is the ordinary one: the next send goes from the snapshot just sent.
+    (src / "data" / "later.txt").write_text("more")
+    next_second(src / ".snapshots")
+    later = cli(config, "run", "--once", "--json")
+    [step] = later.json["replication"][0]["transfers"]
+    assert step["base"] == sent["snapshot"] and step["bytes"] < 1 << 20
+
+
 def test_restore_all_brings_every_job_back_and_reports_one_summary(make_btrfs, tmp_path):
     src, dst = make_btrfs(), make_btrfs()
     jobs = []
