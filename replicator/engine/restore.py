@@ -26,6 +26,7 @@ from replicator.adapters import btrfs as btrfs_adapter
 from replicator.adapters.btrfs import Btrfs
 from replicator.adapters.locks import target_lock
 from replicator.adapters.runner import Runner
+from replicator.adapters import zfs as zfs_adapter
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
 from replicator.core.config import Job, Target, ZfsSource
@@ -33,6 +34,7 @@ from replicator.core.endpoint import EndpointInfo
 from replicator.core.errors import TargetError, UsageError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
+from replicator.core.resume_token import TokenError, decode
 from replicator.engine import restored
 from replicator.engine.context import Context
 from replicator.engine.streaming import stream
@@ -165,7 +167,12 @@ async def _restore_zfs(job: Job, source: ZfsSource, target: Target, runner: Runn
             destination = names.zfs_target_dataset(base, dataset)
         result.destination = destination
         local = Zfs(receiver)
-        if await local.exists(destination):
+        send = ["zfs", "send", f"{copy}@{snap.name}"]
+        token = await _resumable(local, destination, f"{copy}@{snap.name}", request.dry_run)
+        if token:
+            send = ["zfs", "send", "-t", token]
+            result.notes.append("an interrupted restore of it was resumed where it stopped")
+        elif await local.exists(destination):
             if not request.in_place:
                 raise UsageError(f"{destination} exists already", hint="restore to a path that does not exist")
             result.moved_aside = f"{destination}.replaced_{stamp}"
@@ -176,9 +183,30 @@ async def _restore_zfs(job: Job, source: ZfsSource, target: Target, runner: Runn
             if result.moved_aside:
                 await local.rename(destination, result.moved_aside)
             await local.create_parents(destination)
-            result.bytes = await _stream(ctx, job, target, runner, ["zfs", "send", f"{copy}@{snap.name}"],
-                                         receiver, ["zfs", "receive", destination])
+            if local.has_resume is None:  # learn on the parent, which exists now
+                await local.resume_tokens(destination.rpartition("/")[0])
+            result.bytes = await _stream(ctx, job, target, runner, send, receiver,
+                                         zfs_adapter.receive_argv(destination, resumable=bool(local.has_resume)))
     return results
+
+
+async def _resumable(local: Zfs, destination: str, snapshot: str, dry_run: bool) -> str | None:
+    """The resume token of an interrupted restore of `snapshot` into `destination`, if there is
+    one. A partial receive of another snapshot is abandoned (zfs receive -A): it cannot be
+    finished into what was asked for now."""
+    token = (await local.resume_tokens(destination)).get(destination)
+    if token is None:
+        return None
+    try:
+        toname = decode(token).toname
+    except TokenError:
+        toname = None
+    if toname == snapshot:
+        return token
+    if not dry_run:
+        log.warning("abandoning the partial restore of another snapshot", destination=destination, was=toname)
+        await local.abort_resumable(destination)
+    return None
 
 
 async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context, request: Request,
