@@ -112,8 +112,8 @@ def test_a_btrfs_send_waits_while_a_stream_is_received_in_the_root(tenants):
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sending = None
     try:
-        wait_for(lambda: (backup.tmp / "locks").exists() and any((backup.tmp / "locks").iterdir()),
-                 "the receive to take the root's lock")
+        # serve took the lock and became btrfs receive, which holds it (same pid).
+        wait_for(lambda: f" {receiving.pid} " in Path("/proc/locks").read_text(), "the receive to take the root's lock")
         waiting_before = blocked_lock_waiters()
         env = {**os.environ, "SSH_ORIGINAL_COMMAND": shlex.join(["btrfs", "send", "--", str(mine)])}
         sending = subprocess.Popen(backup_argv(backup, backup.a), env=env, stdout=subprocess.PIPE,
