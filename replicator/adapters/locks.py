@@ -29,7 +29,16 @@ _STATE_ADVICE = {
 
 
 class TargetBusy(TargetError):
-    """Another replicator process is working on this target right now."""
+    """Another replicator process is working on this target right now. `manual`: a person's
+    command (restore, verify) holds it, which the daemon waits out rather than counts as failing."""
+
+    def __init__(self, message: str, *, hint: str | None = None, manual: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.manual = manual
+
+
+# What a lock file says its holder is doing, after the pid: these are a person's commands.
+MANUAL = frozenset({"restoring", "verifying"})
 
 
 def state_dir(configured: str | None) -> Path:
@@ -46,13 +55,13 @@ def state_error(doing: str, path: Path, error: OSError) -> StateError:
 
 
 @contextmanager
-def exclusive(path: Path) -> Iterator[str | None]:
-    """Hold an flock on `path`, writing our pid into it; yields None when we hold it, or the
-    pid of the holder when someone else does (then nothing is held). Raises StateError when
-    the lock file cannot be made."""
+def exclusive(path: Path, doing: str = "") -> Iterator[str | None]:
+    """Hold an flock on `path`, writing our pid (and `doing`) into it; yields None when we hold
+    it, or what the holder wrote when someone else does (then nothing is held). Raises
+    StateError when the lock file cannot be made."""
     fd = _open_lock(path)
     try:
-        yield _try_lock(fd, path)
+        yield _try_lock(fd, path, doing)
     finally:
         os.close(fd)
 
@@ -67,26 +76,30 @@ def _open_lock(path: Path) -> int:
         raise state_error("create the lock file", path, e) from None
 
 
-def _try_lock(fd: int, path: Path) -> str | None:
-    """None once we hold the lock of `fd` (our pid written in it), else the holder's pid."""
+def _try_lock(fd: int, path: Path, doing: str = "") -> str | None:
+    """None once we hold the lock of `fd` (our pid written in it), else what the holder wrote
+    ("PID" or "PID DOING")."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        return " ".join(os.pread(fd, 64, 0).decode(errors="replace").split()) or "?"
     try:
-        path.write_text(f"{os.getpid()}\n")
+        path.write_text(f"{os.getpid()} {doing}".rstrip() + "\n")
     except OSError:
         pass  # read-only or full: the pid is for people to read, the lock holds without it
     return None
 
 
 @contextmanager
-def target_lock(directory: Path, job: str, target: str) -> Iterator[None]:
-    """Hold the lock of one job's target; raises TargetBusy at once if someone else holds it."""
-    with exclusive(directory / "locks" / f"{job}.{target}.lock") as holder:
+def target_lock(directory: Path, job: str, target: str, doing: str = "") -> Iterator[None]:
+    """Hold the lock of one job's target, saying what for (`doing`, e.g. "restoring"); raises
+    TargetBusy at once if someone else holds it."""
+    with exclusive(directory / "locks" / f"{job}.{target}.lock", doing) as holder:
         if holder is not None:
-            raise TargetBusy(f"target {target} of job {job} is busy: pid {holder} is replicating to "
-                             "or pruning it", hint="this run leaves it alone; the next run serves it")
+            pid, _, what = holder.partition(" ")
+            raise TargetBusy(f"target {target} of job {job} is busy: pid {pid} is "
+                             f"{what or 'replicating to or pruning'} it",
+                             hint="this run leaves it alone; the next run serves it", manual=what in MANUAL)
         yield
 
 

@@ -28,9 +28,9 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 from replicator import __version__
-from replicator.adapters import beneath, receive_guard
+from replicator.adapters import beneath, manifest, receive_guard
 from replicator.core.compress import DECOMPRESS
-from replicator.core.endpoint import (EXIT_REJECTED, Policy, Rejection, Request, confine,
+from replicator.core.endpoint import (EXIT_REJECTED, MANIFEST, Policy, Rejection, Request, confine,
                                       parse_request, probe_answer)
 from replicator.core.endpoint_args import Role, collapse
 
@@ -71,6 +71,9 @@ def serve(original: str | None, policy: Policy, *, log_file: str | None = None,
         has_zstd = shutil.which(DECOMPRESS[0], path=SAFE_PATH) is not None
         print(probe_answer(policy, __version__, decompress=has_zstd), flush=True)
         return 0
+    if decision.command == MANIFEST:
+        return manifest.answer(decision.argv[-1], _resolved_roots(policy), _clean_environment(),
+                               sys.stdout, sys.stderr)
     if decision.read_beneath:
         return beneath.answer(decision.argv, _resolved_roots(policy), _clean_environment())
     return _exec(decision.argv)

@@ -225,8 +225,10 @@ class Zfs:
     async def has_directory(self, path: str) -> bool:
         return (await self.runner.run(["test", "-d", path])).status == 0
 
-    async def clone_readonly(self, dataset: str, snapshot: str, clone: str) -> None:
-        (await self.runner.run(["zfs", "clone", "-o", "readonly=on", f"{dataset}@{snapshot}", clone])).check()
+    async def clone_readonly(self, dataset: str, snapshot: str, clone: str, mountpoint: str | None = None) -> None:
+        """A read-only clone of the snapshot; mounted at `mountpoint` if given, else where it inherits."""
+        where = ["-o", f"mountpoint={mountpoint}"] if mountpoint else []
+        (await self.runner.run(["zfs", "clone", "-o", "readonly=on", *where, f"{dataset}@{snapshot}", clone])).check()
 
     async def destroy_clone(self, clone: str) -> str | None:
         """Destroy a clone this tool made; None when gone, else why not (e.g. still busy)."""

@@ -53,8 +53,8 @@ def report(results: list[TargetResult], as_json: bool) -> None:
         return
     for r in results:
         head = f"{r.job} -> {r.target}" + (f": {r.source}" if r.source != "*" else "")
-        if r.status == "failed":
-            print(f"{head}: FAILED: {r.error}")
+        if r.status in ("failed", "deferred"):
+            print(f"{head}: {r.status.upper()}: {r.error}")
             continue
         if not r.transfers:
             print(f"{head}: up to date")

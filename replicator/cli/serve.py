@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prune", dest="prune", action="store_false",
                         help="refuse zfs destroy, zfs rollback and btrfs subvolume delete: a compromised client "
                              "cannot prune its backups away (prune on this host instead)")
+    parser.add_argument("--no-restore", dest="restore", action="store_false",
+                        help="role receive: refuse zfs send and btrfs send, so this key cannot read its "
+                             "backups back (restore then goes through the backup host's own access)")
     parser.add_argument("--log", metavar="FILE",
                         help="also append every decision to FILE as a JSON line (always: syslog)")
     parser.add_argument("--lock-dir", default=DEFAULT_LOCK_DIR, metavar="DIR",
@@ -57,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    policy = Policy.build(args.role, args.root, args.snapshot_prefix, prune=args.prune, jobs=args.job)
+    policy = Policy.build(args.role, args.root, args.snapshot_prefix, prune=args.prune, jobs=args.job,
+                          restore=args.restore)
     return serve(os.environ.get("SSH_ORIGINAL_COMMAND"), policy, log_file=args.log,
                  lock_dir=args.lock_dir)
 

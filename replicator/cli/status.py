@@ -97,4 +97,12 @@ def render(doc: dict[str, Any], now: datetime | None = None) -> str:
                          f"{_when(job.get('next_replicate') or job.get('next_snapshot'), now):>8}  {state}")
             if t.get("last_error"):
                 lines.append(f"    ! {t['last_error'][:72]}")
+            verified = t.get("last_verify") or {}
+            if verified.get("status") in ("failed", "busy"):
+                lines.append(f"    verify {verified['status']}: {(verified.get('message') or '')[:60]}")
+            restored = t.get("last_restore")
+            if restored:
+                lines.append(f"    restored {restored.get('source')}@{restored.get('snapshot')} "
+                             f"{'in place' if restored.get('in_place') else 'to ' + str(restored.get('destination'))}"
+                             f": {restored.get('status')}")
     return "\n".join(line[:80] for line in lines)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from replicator.cli.common import print_json, with_context
+from replicator.cli.common import print_json, to_jsonable, with_context
 from replicator.core.config import Job
-from replicator.core.errors import EXIT_OK, EXIT_TARGET_FAILED
+from replicator.core.errors import EXIT_OK, EXIT_TARGET_FAILED, EXIT_WARNING
 from replicator.engine.context import Context
 from replicator.engine.verify import Verified, verify_job
 
@@ -26,13 +26,16 @@ def handle(args: argparse.Namespace) -> int:
 
     results = with_context(args, verify, jobs=[args.job])
     if args.json:
-        print_json(results)
+        print_json([{**to_jsonable(r), "status": r.status} for r in results])
     else:
         for r in results:
             head = f"{r.job} -> {r.target}: {r.source}@{r.snapshot or '?'}"
-            print(f"{head}: {'OK' if r.ok else 'MISMATCH'}, {r.files_checked} file(s) checked")
+            print(f"{head}: {r.status.upper()}, {r.files_checked} file(s) checked")
             for problem in r.problems[:50]:
                 print(f"  {problem}")
             if len(r.problems) > 50:
                 print(f"  ... and {len(r.problems) - 50} more (see --json)")
-    return EXIT_OK if all(r.ok for r in results) else EXIT_TARGET_FAILED
+    if any(r.status == "mismatch" for r in results):
+        return EXIT_TARGET_FAILED
+    # Busy is no finding: nothing was compared; the next run will.
+    return EXIT_WARNING if any(r.busy for r in results) else EXIT_OK

@@ -107,7 +107,8 @@ class Strategy:
 class Sides:
     """One member's two sides. `target` is None where the target has no copy yet; `unfinished`
     names snapshots the target holds only as unfinished receives; `stale_token` is a token that
-    was tried and can never work again."""
+    was tried and can never work again; `restored` is the snapshot the source was restored from
+    in place, while nothing taken since is on the target (see `plan`)."""
 
     source: tuple[Snapshot, ...]
     target: tuple[Snapshot, ...] | None
@@ -115,6 +116,7 @@ class Sides:
     resume_token: str | None = None
     stale_token: str | None = None
     unfinished: tuple[str, ...] = ()
+    restored: Snapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,8 @@ def decide(sides: Sides, strategy: Strategy, history: History | None = None, *,
         return Decision((Resume(sides.resume_token),), common=None, replan_after=True)
     first: tuple[Action, ...] = (AbortResume(sides.stale_token),) if sides.stale_token else ()
     decision = plan(sides.source, sides.target, intermediates=strategy.intermediates,
-                    bookmarks=sides.bookmarks, allow_rollback=strategy.allow_rollback, spare=strategy.spare)
+                    bookmarks=sides.bookmarks, allow_rollback=strategy.allow_rollback, spare=strategy.spare,
+                    restored=sides.restored)
     if isinstance(decision, Conflict):
         return decision
     actions = list(first)

@@ -148,6 +148,10 @@ def _usage(part: str | Arg | Opt | Alt) -> str:
 
 W, B = Scope.WITHIN, Scope.BELOW
 PRUNING = frozenset({"zfs destroy", "zfs rollback", "btrfs subvolume delete"})
+# What a receive key sends back (a restore); `serve --no-restore` refuses these.
+RESTORING = frozenset({"zfs send", "btrfs send"})
+# The fixed verb of `verify`: serve lists a received snapshot's files with their sha256, itself.
+MANIFEST = "replicator-manifest"
 OUR_SNAPSHOT = "DATASET@PREFIX_YYYYmmddTHHMMSSZ"
 OUR_ENTRY = "DIR/SUBVOLUME@PREFIX_YYYYmmddTHHMMSSZ"
 SPOOL_FILE = PathArg(W, spool="file", label="SPOOL_FILE")
@@ -201,6 +205,15 @@ VOCABULARY: dict[Role, tuple[Shape, ...]] = {
                  writes_paths=True),
         *_shapes("btrfs subvolume delete", "--", PathArg(B, entry=True, label=OUR_ENTRY),
                  repeat_last=True, writes_paths=True),
+        # Restore: the source reads back its own backups, full streams only (no base that
+        # could name something outside the roots). btrfs send opens the path itself, so it runs
+        # holding the roots' lock, like a receive: no stream can swap a symlink in meanwhile.
+        *_shapes("zfs send", SnapshotArg(B)),
+        *_shapes("zfs send", "-t", ResumeTokenArg(B, full=True)),
+        *_shapes("btrfs send", "--", PathArg(B, entry=True, label=OUR_ENTRY), writes_paths=True),
+        # Verify: answered by serve itself, reading the snapshot on descriptors beneath the root.
+        *_shapes(MANIFEST, "--dir", PathArg(B, entry=True, label=OUR_ENTRY), read_beneath=True),
+        *_shapes(MANIFEST, "--zfs", SnapshotArg(B)),
     ]),
     Role.SEND: tuple(_LISTING + [
         *_shapes("zfs send", Opt(("-i", SnapshotArg(W, bookmark=True, label="BASE"))), SnapshotArg(W)),
@@ -264,6 +277,10 @@ def _match(argv: list[str], policy: Policy) -> Request | Rejection:
     if not policy.prune and any(s.command in PRUNING for s in shapes):
         return Rejection(f"`{shlex.join(argv[:3])}`: pruning is turned off on this endpoint "
                          "(serve --no-prune); prune on this host instead")
+    if policy.role is Role.RECEIVE and not policy.restore and any(s.command in RESTORING for s in shapes):
+        return Rejection(f"`{shlex.join(argv[:3])}`: restoring is turned off on this endpoint "
+                         "(serve --no-restore); restore with the backup host's own access, or drop "
+                         "--no-restore from this key's command= line")
     if not shapes:
         other = next((r for r in Role if r is not policy.role and any(
             argv[:len(s.command.split())] == s.command.split() for s in VOCABULARY[r])), None)
@@ -358,6 +375,9 @@ class EndpointInfo:
     # It accepts compressed streams (`zstd -dcq | RECEIVE`) and has zstd; False from an endpoint
     # older than that, which does not say.
     decompress: bool = False
+    # A receive key may send its backups back and list their files (restore, verify); False
+    # from `serve --no-restore` and from an endpoint older than that.
+    restore: bool = False
 
 
 def probe_answer(policy: Policy, version: str, decompress: bool = False) -> str:
@@ -366,7 +386,8 @@ def probe_answer(policy: Policy, version: str, decompress: bool = False) -> str:
     return json.dumps({"endpoint": "replicator", "version": version, "role": policy.role.value,
                        "roots": list(policy.roots),
                        "snapshot_prefixes": list(policy.snapshot_prefixes), "prune": policy.prune,
-                       "decompress": decompress and policy.role is Role.RECEIVE},
+                       "decompress": decompress and policy.role is Role.RECEIVE,
+                       "restore": policy.role is Role.RECEIVE and policy.restore},
                       ensure_ascii=False)
 
 
@@ -381,12 +402,14 @@ def parse_probe_answer(stdout: str) -> EndpointInfo | None:
         return None
     roots, prefixes = data.get("roots"), data.get("snapshot_prefixes", [DEFAULT_PREFIX])
     prune, decompress = data.get("prune", True), data.get("decompress", False)
+    restore = data.get("restore", False)
     if not (isinstance(data.get("version"), str) and isinstance(data.get("role"), str)
             and isinstance(roots, list) and all(isinstance(r, str) for r in roots)
             and isinstance(prefixes, list) and all(isinstance(p, str) for p in prefixes)
-            and isinstance(prune, bool) and isinstance(decompress, bool)):
+            and isinstance(prune, bool) and isinstance(decompress, bool) and isinstance(restore, bool)):
         return None
-    return EndpointInfo(data["version"], data["role"], tuple(roots), tuple(prefixes), prune, decompress)
+    return EndpointInfo(data["version"], data["role"], tuple(roots), tuple(prefixes), prune, decompress,
+                        restore)
 
 
 def covers(roots: Sequence[str], path: str) -> bool:

@@ -52,6 +52,8 @@ class Policy:
     prune: bool = True
     # The client's job names: the only hold tags it may use are replicator.JOB.TARGET of these.
     jobs: tuple[str, ...] = ()
+    # False: `serve --no-restore`, a receive key sends nothing back (a write-only key).
+    restore: bool = True
 
     @property
     def dataset_roots(self) -> tuple[str, ...]:
@@ -63,7 +65,7 @@ class Policy:
 
     @classmethod
     def build(cls, role: str, roots: Iterable[str], prefixes: Iterable[str] = (), *,
-              prune: bool = True, jobs: Iterable[str] = ()) -> "Policy":
+              prune: bool = True, jobs: Iterable[str] = (), restore: bool = True) -> "Policy":
         """A checked policy; raises UsageError naming every bad root or prefix."""
         roots, prefixes = tuple(roots), tuple(prefixes) or (DEFAULT_PREFIX,)
         problems = [] if role in {r.value for r in Role} else [f"role {role!r}: use receive or send"]
@@ -87,7 +89,8 @@ class Policy:
                      for job in jobs if not _JOB.fullmatch(job)]
         if problems:
             raise UsageError("; ".join(problems), hint="fix the command= option of the authorized_keys line")
-        return cls(Role(role), tuple(dict.fromkeys(cleaned)), tuple(dict.fromkeys(prefixes)), prune, jobs)
+        return cls(Role(role), tuple(dict.fromkeys(cleaned)), tuple(dict.fromkeys(prefixes)), prune, jobs,
+                   restore)
 
 
 class Arg(Protocol):
@@ -179,7 +182,11 @@ class HoldTagArg:
 
 @dataclass(frozen=True, slots=True)
 class ResumeTokenArg:
+    """`full`: only the token of a full stream (a restore); an incremental one names a base by
+    guid alone, which this grammar cannot place inside the roots."""
+
     scope: Scope
+    full: bool = False
     label: str = "TOKEN"
 
     def problem(self, value: str, policy: Policy) -> str | None:
@@ -187,6 +194,8 @@ class ResumeTokenArg:
             token = decode(value)
         except TokenError as e:
             return f"resume token refused: {e}"
+        if self.full and token.fromguid:
+            return "the resume token is of an incremental stream; only full restore streams resume here"
         why = SnapshotArg(self.scope).problem(token.toname, policy)
         return f"the resume token sends {token.toname!r}: {why}" if why else None
 

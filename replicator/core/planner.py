@@ -67,7 +67,8 @@ class Conflict:
 def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
          resume_token: str | None = None, *, intermediates: bool = True,
          bookmarks: Sequence[Snapshot] = (), allow_rollback: bool = False,
-         spare: Callable[[str], bool] = lambda name: False) -> Plan | Conflict:
+         spare: Callable[[str], bool] = lambda name: False,
+         restored: Snapshot | None = None) -> Plan | Conflict:
     """What to send so that `target` holds every snapshot of `source` after their common one.
 
     `source` and `target` are ordered oldest first. `target` is None when the target dataset
@@ -80,6 +81,10 @@ def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
     planned back to the common snapshot (`Plan.rollback` names what that destroys) instead of
     being a conflict, unless a snapshot it would destroy is one that `spare` names (in pull mode:
     what came from the source, which is not trusted to decide what the backup loses).
+    `restored`: the snapshot the source was restored from in place (btrfs), while no snapshot
+    taken since is on the target: the first missing snapshot is sent against it rather than
+    against a newer common one, which holds what the restore undid (the attack) and would make
+    the stream carry everything the restore brought back.
     """
     if resume_token is not None:
         return Plan(steps=(Step(StepKind.RESUME, None, resume_token=resume_token),), common=None,
@@ -98,6 +103,10 @@ def plan(source: Sequence[Snapshot], target: Sequence[Snapshot] | None,
         missing = source[max(i for i, s in enumerate(source) if s.guid == common.guid) + 1:]
         decision = _diverged(source, target, common) or \
             Plan(steps=_incremental(common, missing, intermediates), common=common)
+        if (isinstance(decision, Plan) and decision.steps and restored is not None and not intermediates
+                and restored.guid in {s.guid for s in target} and restored.order < common.order):
+            first = replace(decision.steps[0], base=restored)
+            decision = replace(decision, steps=(first, *decision.steps[1:]))
     if isinstance(decision, Conflict) and allow_rollback and decision.kind is ConflictKind.TARGET_DIVERGED:
         assert decision.common is not None
         if spared := [name for name in decision.foreign if spare(name)]:

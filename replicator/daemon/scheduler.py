@@ -66,6 +66,9 @@ class JobState:
         self.tickets += 1
         self.triggered.set()
         return self.tickets
+    # The last run found a target held by a person's restore or verify: try again soon, as
+    # after a first failure, without counting it as one.
+    deferred: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,8 @@ async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pac
 def _after(state: JobState, ok: bool, now: datetime, initial: float, maximum: float) -> None:
     if ok:
         state.failures, state.retry_at, state.last_error = 0, None, None
+        if state.deferred:
+            state.deferred, state.retry_at = False, now + timedelta(seconds=initial)
         return
     state.failures += 1
     delay = min(initial * 2 ** (state.failures - 1), maximum)

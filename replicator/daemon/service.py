@@ -153,6 +153,8 @@ class Daemon:
             cycle = await run_cycle(job, self.ctx, snapshot=False)
             await self.live.refresh(job, self.ctx)
             self._note(job, "; ".join(cycle.errors) or None)
+            if job.name in self.states and any(r.status == "deferred" for r in cycle.replication):
+                self.states[job.name].deferred = True
             systemd.notify(f"STATUS={self.summary()}")
             return cycle.ok
         return False
@@ -160,10 +162,11 @@ class Daemon:
     async def verify(self, job: Job) -> bool:
         assert self.ctx is not None
         with self._state_errors(job):
-            results = await verify_job(job, self.ctx, sample=job.schedule.verify_sample)
+            # doing="": the daemon's own verify is no person's, which a replication would wait out.
+            results = await verify_job(job, self.ctx, sample=job.schedule.verify_sample, doing="")
             if self.metrics:
                 self.metrics.poke()
-            return all(r.ok for r in results)
+            return all(r.ok or r.busy for r in results)
         return False
 
     @contextmanager

@@ -17,7 +17,7 @@ import structlog
 
 from replicator.adapters.backend import SourceHalf, TargetHalf
 from replicator.adapters.clock import resolve_zone
-from replicator.adapters.locks import target_lock
+from replicator.adapters.locks import TargetBusy, target_lock
 from replicator.core import names
 from replicator.core.config import Job, Retention, Target
 from replicator.core.errors import ReplicatorError
@@ -85,7 +85,10 @@ async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
                     await _apply(ctx, copy, job, report, dry_run, now)
             except ReplicatorError as e:
                 every_target_checked = False
-                report.errors.append(f"target {target.name}: {e}")
+                if isinstance(e, TargetBusy) and e.manual:
+                    report.notes.append(f"target {target.name} deferred: {e}")  # a person's restore/verify
+                else:
+                    report.errors.append(f"target {target.name}: {e}")
                 report.notes.append(f"source snapshots not pruned: target {target.name} could not be "
                                     "checked, so its incremental base is unknown")
         if every_target_checked:

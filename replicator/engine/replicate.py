@@ -18,7 +18,7 @@ import trio
 
 from replicator.adapters.backend import SourceHalf, SourceMember, TargetHalf, TargetMember
 from replicator.adapters.faults import crashpoint
-from replicator.adapters.locks import target_lock
+from replicator.adapters.locks import TargetBusy, target_lock
 from replicator.adapters.runner import Runner
 from replicator.core import names
 from replicator.core.actions import (AbortResume, Action, ClearPartial, Decision, History, KeepBase, Protect,
@@ -27,6 +27,7 @@ from replicator.core.config import Job, Target
 from replicator.core.endpoint import EndpointInfo
 from replicator.core.errors import (NoSpace, ReplicatorError, StaleResumeToken, TargetError, TargetModified)
 from replicator.core.planner import Conflict, Step, StepKind
+from replicator.engine import restored
 from replicator.engine.backends import source_half, target_half
 from replicator.engine.context import Context
 from replicator.engine.hooks import around_replicate
@@ -70,14 +71,17 @@ async def _replicate_target(job: Job, target: Target, ctx: Context, dry_run: boo
             run = _TargetRun(job, target, ctx, await source_half(job, ctx), dst, dry_run)
             results = await run.all_members()
     except ReplicatorError as e:
-        log.error("target failed", job=job.name, target=target.name, error=str(e))
-        results = [TargetResult(job.name, target.name, "*", target.where, "failed", error=str(e))]
+        # A person restoring or verifying this target is waited for: deferred, not failed.
+        status = "deferred" if isinstance(e, TargetBusy) and e.manual else "failed"
+        (log.info if status == "deferred" else log.error)(f"target {status}", job=job.name,
+                                                          target=target.name, error=str(e))
+        results = [TargetResult(job.name, target.name, "*", target.where, status, error=str(e))]
     if not dry_run:
         for r in results:
-            if r.status == "failed" and not any(t.failed for t in r.transfers):
+            if r.status in ("failed", "deferred") and not any(t.failed for t in r.transfers):
                 # Failures before any stream (conflict, host, busy) get their own record.
                 ctx.txlog.append(type="replicate", job=job.name, target=target.name, source=r.source,
-                                 destination=r.destination, status="failed", message=r.error,
+                                 destination=r.destination, status=r.status, message=r.error,
                                  conflict=r.conflict)
     return results
 
@@ -142,7 +146,9 @@ class _TargetRun:
         while True:
             sides = Sides(member.snapshots, copy.snapshots, member.bases,
                           resume_token=None if self.dry_run else copy.resume_token, stale_token=stale,
-                          unfinished=copy.unfinished)
+                          unfinished=copy.unfinished,
+                          restored=restored.base(self.ctx, self.job.name, self.job.snapshot_prefix, member.name,
+                                                 member.snapshots, copy.snapshots or ()))
             decision = self.decide(member.name, sides)
             if isinstance(decision, Conflict):
                 result.status, result.conflict, result.error = "failed", decision.kind.value, decision.message

@@ -4,13 +4,21 @@
 Restoring in place keeps the incremental chain: the restored snapshot is the one the target
 holds (the same ZFS guid; for btrfs it arrives with `received_uuid` set to what the target's
 copy was received as), so the next replication to that target is incremental, not a full send.
+
+A target behind a `replicator serve --role receive` endpoint sends its snapshots back through
+that endpoint (full streams of what lies below its roots), with the source's own key; one
+started with `--no-restore` refuses, and this says so before anything is touched. Every restore,
+in place or not, is an action in the transaction log, and holds the target's lock as
+"restoring": the daemon defers that target meanwhile instead of failing it.
 """
 
 from __future__ import annotations
 
 import posixpath
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Iterator
 
 import structlog
 
@@ -18,12 +26,16 @@ from replicator.adapters import btrfs as btrfs_adapter
 from replicator.adapters.btrfs import Btrfs
 from replicator.adapters.locks import target_lock
 from replicator.adapters.runner import Runner
+from replicator.adapters import zfs as zfs_adapter
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
 from replicator.core.config import Job, Target, ZfsSource
-from replicator.core.errors import UsageError
+from replicator.core.endpoint import EndpointInfo
+from replicator.core.errors import TargetError, UsageError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
+from replicator.core.resume_token import TokenError, decode
+from replicator.engine import restored
 from replicator.engine.context import Context
 from replicator.engine.streaming import stream
 
@@ -49,6 +61,8 @@ class Request:
     to: str | None = None            # PATH or HOST:PATH; None with in_place
     in_place: bool = False
     dry_run: bool = False
+    # Only these datasets / subvolumes of the job (as the config names them); empty: all.
+    members: tuple[str, ...] = ()
 
 
 def choose(snapshots: tuple[Snapshot, ...], request: Request, prefix: str) -> Snapshot:
@@ -94,12 +108,42 @@ async def restore(job: Job, ctx: Context, request: Request) -> list[Restored]:
         raise UsageError("say where to restore: --to PATH or HOST:PATH, or --in-place over the original",
                          hint="--in-place moves the original aside first; it is kept")
     target = _target(job, request.target)
+    _check_members(job, request.members)
     runner = await ctx.runner(target.host)
+    _check_endpoint(target, await ctx.endpoint(target.host))
     stamp = datetime.now(timezone.utc).strftime(names.TIMESTAMP_FORMAT)
-    with target_lock(ctx.state_dir, job.name, target.name):
+    with target_lock(ctx.state_dir, job.name, target.name, "restoring"):
         if isinstance(job.source, ZfsSource):
             return await _restore_zfs(job, job.source, target, runner, ctx, request, stamp)
         return await _restore_btrfs(job, target, runner, ctx, request, stamp)
+
+
+def _check_members(job: Job, members: tuple[str, ...]) -> None:
+    known = job.source.datasets if isinstance(job.source, ZfsSource) else job.source.subvolumes
+    unknown = [m for m in members if m not in known
+               and not (isinstance(job.source, ZfsSource) and job.source.recursive
+                        and any(m.startswith(d + "/") for d in known))]
+    if unknown:
+        what = "dataset" if isinstance(job.source, ZfsSource) else "subvolume"
+        raise UsageError(f"job {job.name} has no {what} {unknown[0]!r}",
+                         hint=f"its {what}s: {', '.join(known)}")
+
+
+def _selected(member: str, members: tuple[str, ...]) -> bool:
+    return not members or member in members
+
+
+def _check_endpoint(target: Target, info: EndpointInfo | None) -> None:
+    """Refuse, before anything moves, a target whose endpoint would refuse to send back."""
+    if info is None:
+        return
+    if info.role != "receive" or not info.restore:
+        why = (f"has role {info.role}" if info.role != "receive"
+               else f"(replicator {info.version}) does not send snapshots back: it runs with "
+                    "--no-restore, or predates restore through the endpoint")
+        raise TargetError(f"host {target.host}'s endpoint {why}",
+                          hint="restore on the backup host itself (see docs/recovery.md), or give this "
+                               "key `replicator serve --role receive` without --no-restore")
 
 
 async def _restore_zfs(job: Job, source: ZfsSource, target: Target, runner: Runner, ctx: Context,
@@ -112,6 +156,8 @@ async def _restore_zfs(job: Job, source: ZfsSource, target: Target, runner: Runn
         dataset = copy[len(prefix):]
         if not any(dataset == d or (source.recursive and dataset.startswith(d + "/")) for d in source.datasets):
             continue
+        if not _selected(dataset, request.members):
+            continue
         snap = choose(listing[copy], request, job.snapshot_prefix)
         result = Restored(dataset, snap.name, "", dry_run=request.dry_run)
         if request.in_place:
@@ -121,19 +167,46 @@ async def _restore_zfs(job: Job, source: ZfsSource, target: Target, runner: Runn
             destination = names.zfs_target_dataset(base, dataset)
         result.destination = destination
         local = Zfs(receiver)
-        if await local.exists(destination):
+        send = ["zfs", "send", f"{copy}@{snap.name}"]
+        token = await _resumable(local, destination, f"{copy}@{snap.name}", request.dry_run)
+        if token:
+            send = ["zfs", "send", "-t", token]
+            result.notes.append("an interrupted restore of it was resumed where it stopped")
+        elif await local.exists(destination):
             if not request.in_place:
                 raise UsageError(f"{destination} exists already", hint="restore to a path that does not exist")
             result.moved_aside = f"{destination}.replaced_{stamp}"
         results.append(result)
         if request.dry_run:
             continue
-        if result.moved_aside:
-            await local.rename(destination, result.moved_aside)
-        await local.create_parents(destination)
-        result.bytes = await _stream(ctx, job, target, runner, ["zfs", "send", f"{copy}@{snap.name}"],
-                                     receiver, ["zfs", "receive", destination])
+        with _logged(ctx, job, target, result, request):
+            if result.moved_aside:
+                await local.rename(destination, result.moved_aside)
+            await local.create_parents(destination)
+            if local.has_resume is None:  # learn on the parent, which exists now
+                await local.resume_tokens(destination.rpartition("/")[0])
+            result.bytes = await _stream(ctx, job, target, runner, send, receiver,
+                                         zfs_adapter.receive_argv(destination, resumable=bool(local.has_resume)))
     return results
+
+
+async def _resumable(local: Zfs, destination: str, snapshot: str, dry_run: bool) -> str | None:
+    """The resume token of an interrupted restore of `snapshot` into `destination`, if there is
+    one. A partial receive of another snapshot is abandoned (zfs receive -A): it cannot be
+    finished into what was asked for now."""
+    token = (await local.resume_tokens(destination)).get(destination)
+    if token is None:
+        return None
+    try:
+        toname = decode(token).toname
+    except TokenError:
+        toname = None
+    if toname == snapshot:
+        return token
+    if not dry_run:
+        log.warning("abandoning the partial restore of another snapshot", destination=destination, was=toname)
+        await local.abort_resumable(destination)
+    return None
 
 
 async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context, request: Request,
@@ -144,6 +217,8 @@ async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context,
     local_entries = await Btrfs(home).entries(source.snapshot_dir) or {}
     results = []
     for subvolume in source.subvolumes:
+        if not _selected(subvolume, request.members):
+            continue
         name = names.basename(subvolume)
         snap = choose(btrfs_adapter.received_snapshots(entries, name), request, job.snapshot_prefix)
         entry = names.btrfs_entry(name, snap.name)
@@ -162,25 +237,35 @@ async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context,
         if request.dry_run:
             continue
         local = Btrfs(receiver)
-        if not already:
-            await local.ensure_directory(directory)
-            result.bytes = await _stream(ctx, job, target, runner,
-                                         btrfs_adapter.send_argv(target.path, name, Step(StepKind.FULL, snap)),
-                                         receiver, btrfs_adapter.receive_argv(directory))
-        if request.in_place:
-            if await local.exists(subvolume):
-                await local.move(subvolume, result.moved_aside)
-            else:
-                result.moved_aside = None
-            await local.writable_snapshot(posixpath.join(directory, entry), subvolume)
+        with _logged(ctx, job, target, result, request):
+            if not already:
+                await local.ensure_directory(directory)
+                result.bytes = await _stream(ctx, job, target, runner,
+                                             btrfs_adapter.send_argv(target.path, name, Step(StepKind.FULL, snap)),
+                                             receiver, btrfs_adapter.receive_argv(directory))
+            if request.in_place:
+                if await local.exists(subvolume):
+                    await local.move(subvolume, result.moved_aside)
+                else:
+                    result.moved_aside = None
+                await local.writable_snapshot(posixpath.join(directory, entry), subvolume)
+                # The next snapshot is sent against this one, not the newer (attacked) ones.
+                restored.record(ctx, job.name, subvolume, snap)
     return results
+
+
+@contextmanager
+def _logged(ctx: Context, job: Job, target: Target, result: Restored, request: Request) -> Iterator[None]:
+    """One transaction-log action per restored member: what, from where, to where, what was
+    moved aside; `failed` with the reason if it stops (also when interrupted)."""
+    with ctx.txlog.action("restore", job.name, target=target.name, source=result.source,
+                          snapshot=result.snapshot, destination=result.destination,
+                          in_place=request.in_place) as action:
+        yield
+        action.done(bytes=result.bytes, moved_aside=result.moved_aside)
 
 
 async def _stream(ctx: Context, job: Job, target: Target, sender: Runner, send_argv: list[str],
                   receiver: Runner, receive_argv: list[str]) -> int:
-    with ctx.txlog.action("restore", job.name, target=target.name, command=send_argv,
-                          destination=receive_argv[-1]) as action:
-        moved = await stream(ctx, f"{job.name}/{target.name} restore", target, sender, send_argv,
-                             receiver, receive_argv)
-        action.fields["bytes"] = moved
-        return moved
+    return await stream(ctx, f"{job.name}/{target.name} restore", target, sender, send_argv,
+                        receiver, receive_argv)

@@ -33,7 +33,7 @@ class TargetResult:
     target: str
     source: str
     destination: str
-    status: str  # replicated | up_to_date | planned | no_snapshots | failed
+    status: str  # replicated | up_to_date | planned | no_snapshots | failed | deferred
     transfers: list[Transferred] = field(default_factory=list)
     error: str | None = None
     conflict: str | None = None

@@ -86,10 +86,16 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
     for index, target in enumerate(job.targets):
         entry: dict[str, Any] = {"name": target.name, "where": target.where, "target_snapshots": None,
                                  "newest_common": None, "lag_seconds": None, "last_success": None,
-                                 "last_error": None, "last_verify": None, "transfer": None}
+                                 "last_error": None, "last_verify": None, "last_restore": None,
+                                 "transfer": None}
         verifies = [r for r in records if r.get("target") == target.name and r.get("type") == "verify"]
         if verifies:
             entry["last_verify"] = {k: verifies[-1].get(k) for k in ("time", "status", "message")}
+        restores = [r for r in records if r.get("target") == target.name and r.get("type") == "restore"
+                    and r.get("status") != "started"]
+        if restores:
+            entry["last_restore"] = {k: restores[-1].get(k) for k in (
+                "time", "status", "source", "snapshot", "destination", "in_place", "moved_aside", "message")}
         sends = [r for r in records if r.get("target") == target.name and r.get("type") in ("send", "replicate")]
         successes = [r for r in sends if r.get("status") == "success"]
         entry["last_success"] = successes[-1]["time"] if successes else None

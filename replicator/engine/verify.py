@@ -1,6 +1,11 @@
 """Check that a target holds what the source has: the same snapshot identity, and the same
 bytes in every file (or in a random sample of N files) of their newest common snapshot, read
-from read-only snapshots on both sides."""
+from read-only snapshots on both sides.
+
+A target behind a `replicator serve` endpoint is not read with find and sha256sum (it runs
+neither): the endpoint walks the snapshot itself and returns a manifest (`replicator-manifest`),
+which is compared here. A target busy with another replicator command is `busy`, not a mismatch.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,14 @@ from typing import Sequence
 from replicator.adapters import btrfs as btrfs_adapter
 from replicator.adapters import files
 from replicator.adapters.btrfs import Btrfs
-from replicator.adapters.locks import target_lock
+from replicator.adapters.locks import TargetBusy, target_lock
 from replicator.adapters.runner import Runner
 from replicator.adapters.zfs import Zfs
 from replicator.core import names
 from replicator.core.config import Job, Target, ZfsSource
-from replicator.core.errors import ReplicatorError
+from replicator.core.endpoint import MANIFEST, EndpointInfo
+from replicator.core.errors import ReplicatorError, TargetError
+from replicator.core.manifest import Manifest, ManifestError, parse
 from replicator.core.model import Snapshot
 from replicator.engine.context import Context
 from replicator.engine.views import zfs_snapshot_dir
@@ -32,10 +39,17 @@ class Verified:
     snapshot: str | None
     files_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    # Another replicator command held the target: nothing was compared, nothing is wrong.
+    busy: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.busy
+
+    @property
+    def status(self) -> str:
+        """ok | busy | mismatch: what `verify` prints, the log records and status shows."""
+        return "busy" if self.busy else "ok" if self.ok else "mismatch"
 
 
 def common(source: Sequence[Snapshot], target: Sequence[Snapshot]) -> tuple[Snapshot | None, list[str]]:
@@ -54,26 +68,35 @@ def common(source: Sequence[Snapshot], target: Sequence[Snapshot]) -> tuple[Snap
 
 
 async def verify_job(job: Job, ctx: Context, *, target_names: Sequence[str] = (),
-                     sample: int | None = None) -> list[Verified]:
+                     sample: int | None = None, doing: str = "verifying") -> list[Verified]:
+    """One result per source dataset or subvolume and target. `doing` is what the target's lock
+    says to others: "verifying" (a person's command, which the daemon waits out) or, from the
+    daemon's own schedule, "" (then a person's command finds it busy)."""
     results = []
     for target in job.targets:
         if target_names and target.name not in target_names:
             continue
         try:
-            with target_lock(ctx.state_dir, job.name, target.name):
+            with target_lock(ctx.state_dir, job.name, target.name, doing):
                 results += await _verify_target(job, target, ctx, sample)
+        except TargetBusy as e:
+            results.append(Verified(job.name, target.name, "*", None, busy=True, problems=[str(e)]))
         except ReplicatorError as e:
             results.append(Verified(job.name, target.name, "*", None, problems=[str(e)]))
     for r in results:
         ctx.txlog.append(type="verify", job=job.name, target=r.target, source=r.source,
-                         snapshot=r.snapshot, status="success" if r.ok else "failed",
+                         snapshot=r.snapshot, status=_LOGGED[r.status],
                          files=r.files_checked, message="; ".join(r.problems[:20]) or None)
     return results
+
+
+_LOGGED = {"ok": "success", "mismatch": "failed", "busy": "busy"}
 
 
 async def _verify_target(job: Job, target: Target, ctx: Context, sample: int | None) -> list[Verified]:
     runner = await ctx.runner(target.host)
     src = await ctx.source_runner(job)
+    endpoint = _manifest_endpoint(target, await ctx.endpoint(target.host))
     results = []
     if isinstance(job.source, ZfsSource):
         local, remote = Zfs(src), Zfs(runner)
@@ -89,6 +112,10 @@ async def _verify_target(job: Job, target: Target, ctx: Context, sample: int | N
                 continue
             async with AsyncExitStack() as views:
                 mine = await views.enter_async_context(zfs_snapshot_dir(local, dataset, snap.name))
+                if endpoint:
+                    given = await _manifest(runner, "--zfs", f"{copy}@{snap.name}")
+                    await _compare(result, src, runner, mine, "", sample, given)
+                    continue
                 theirs = await views.enter_async_context(zfs_snapshot_dir(remote, copy, snap.name))
                 await _compare(result, src, runner, mine, theirs, sample)
         return results
@@ -113,18 +140,50 @@ async def _verify_target(job: Job, target: Target, ctx: Context, sample: int | N
             result.problems.append(f"{target.where} holds no copy of {subvolume}'s snapshots")
             continue
         entry = names.btrfs_entry(name, snap.name)
-        await _compare(result, src, runner, posixpath.join(source.snapshot_dir, entry),
-                       posixpath.join(target.path, entry), sample)
+        theirs = posixpath.join(target.path, entry)
+        given = await _manifest(runner, "--dir", theirs) if endpoint else None
+        await _compare(result, src, runner, posixpath.join(source.snapshot_dir, entry), theirs, sample, given)
     return results
 
 
+def _manifest_endpoint(target: Target, info: EndpointInfo | None) -> bool:
+    """Whether the target is read through its endpoint's manifest (True) or with a shell (False).
+    Raises TargetError for an endpoint that cannot answer: another role, or too old."""
+    if info is None:
+        return False
+    if info.role != "receive":
+        raise TargetError(f"host {target.host}'s endpoint has role {info.role}; verify reads targets "
+                          "through a role receive endpoint", hint="use the key whose forced command is "
+                          "`replicator serve --role receive` for this target")
+    if not info.restore:
+        raise TargetError(f"host {target.host}'s endpoint (replicator {info.version}) does not list "
+                          "snapshots for verify: it predates restore through the endpoint, or runs "
+                          "with --no-restore", hint=f"upgrade replicator on host {target.host}, or "
+                          "verify on that host itself")
+    return True
+
+
+async def _manifest(runner: Runner, kind: str, what: str) -> Manifest:
+    done = (await runner.run([MANIFEST, kind, what])).check()
+    try:
+        return parse(done.stdout)
+    except ManifestError as e:
+        raise TargetError(f"{runner.where} answered verify's manifest of {what} with something else: {e}",
+                          hint="upgrade replicator on that host") from None
+
+
 async def _compare(result: Verified, src: Runner, runner: Runner, mine: str, theirs: str,
-                   sample: int | None) -> None:
+                   sample: int | None, given: Manifest | None = None) -> None:
+    """Compare the files below `mine` (on the source) with `theirs` on the target, read with
+    a shell, or with the manifest the target's endpoint `given`."""
     source_tree = await files.tree(src, mine)
     regular = sorted(p for p, m in source_tree.items() if m.kind == "f")
     target_tree = {}
-    if sample is None:
+    if given is not None:
+        target_tree = given.tree
+    elif sample is None:
         target_tree = await files.tree(runner, theirs)
+    if sample is None:
         for path in sorted(source_tree.keys() - target_tree.keys()):
             result.problems.append(f"missing on the target: {path}")
         for path in sorted(target_tree.keys() - source_tree.keys()):
@@ -133,7 +192,7 @@ async def _compare(result: Verified, src: Runner, runner: Runner, mine: str, the
     else:
         chosen = sorted(random.sample(regular, min(sample, len(regular))))
     expected = await files.checksums(src, mine, chosen)
-    found = await files.checksums(runner, theirs, chosen)
+    found = given.digests if given is not None else await files.checksums(runner, theirs, chosen)
     result.files_checked = len(chosen)
     for path in chosen:
         if path not in found:

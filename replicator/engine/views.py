@@ -2,7 +2,9 @@
 
 btrfs snapshots are directories already. A ZFS snapshot is read through `.zfs/snapshot/NAME`
 where the ZFS has it (OpenZFS); elsewhere (zfs-fuse) through a temporary read-only clone,
-destroyed again on the way out, also when cancelled.
+destroyed again on the way out, also when cancelled. A dataset that is not mounted anywhere
+(mountpoint=none or legacy, as a backup target often is) keeps its properties: its clone is
+mounted at a fresh directory in /run (root's only), removed afterwards.
 """
 
 from __future__ import annotations
@@ -27,13 +29,17 @@ async def zfs_snapshot_dir(zfs: Zfs, dataset: str, snapshot: str) -> AsyncIterat
     if mountpoint.startswith("/") and await zfs.has_directory(hidden):
         yield hidden
         return
-    clone = f"{dataset}.verify_{secrets.token_hex(4)}"
-    await zfs.clone_readonly(dataset, snapshot, clone)
+    token = secrets.token_hex(8)
+    clone = f"{dataset}.verify_{token[:8]}"
+    place = None if mountpoint.startswith("/") else f"/run/replicator-verify-{token}"
+    await zfs.clone_readonly(dataset, snapshot, clone, place)
     try:
         yield await zfs.mountpoint(clone)
     finally:
         with trio.CancelScope(shield=True):
             await _destroy_clone(zfs, clone)
+            if place:
+                await zfs.runner.run(["rmdir", "--", place])
 
 
 async def _destroy_clone(zfs: Zfs, clone: str) -> None:

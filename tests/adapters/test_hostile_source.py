@@ -19,6 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 
@@ -28,6 +29,7 @@ from test_serve import _command
 pytestmark = pytest.mark.btrfs
 
 PYTHON = sys.executable
+T = TypeVar("T")
 SNAP = [f"replicator_2026112{n}T120000Z" for n in range(1, 8)]
 
 # btrfs send stream v1: command and attribute numbers (btrfs-progs common/send-stream.h).
@@ -242,6 +244,23 @@ def test_serve_refuses_a_root_it_cannot_isolate_and_names_the_fix(backup, layout
     assert refused.returncode == 2 and says.encode() in refused.stderr
 
 
+def while_swapping(swap: Callable[[], None], ask: Callable[[], list[T]]) -> list[T]:
+    """What `ask` returns while another thread runs `swap` over and over."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            swap()
+
+    swapper = threading.Thread(target=loop)
+    swapper.start()
+    try:
+        return ask()
+    finally:
+        stop.set()
+        swapper.join()
+
+
 def test_a_read_never_follows_a_symlink_swapped_in_during_the_request(backup):
     spool_dir = backup.a / "backups" / ".replicator-spool"
     spool_dir.mkdir()
@@ -253,28 +272,19 @@ def test_a_read_never_follows_a_symlink_swapped_in_during_the_request(backup):
     plain.write_bytes(b"spooled stream bytes")
     spool.write_bytes(plain.read_bytes())
     forbidden = {hashlib.sha256(secret.read_bytes()).hexdigest().encode(), str(len(b"root's secret")).encode()}
-    stop = threading.Event()
 
     def swap() -> None:
         """What a stream received into the same root could do: flip the file and a symlink."""
         link, copy = spool_dir / "link.tmp", spool_dir / "copy.tmp"
-        while not stop.is_set():
-            link.unlink(missing_ok=True)
-            link.symlink_to(secret)
-            os.replace(link, spool)
-            copy.write_bytes(plain.read_bytes())
-            os.replace(copy, spool)
+        link.unlink(missing_ok=True)
+        link.symlink_to(secret)
+        os.replace(link, spool)
+        copy.write_bytes(plain.read_bytes())
+        os.replace(copy, spool)
 
-    swapper = threading.Thread(target=swap)
-    swapper.start()
-    answers = []
-    try:
-        for _ in range(60):
-            for request in (["sha256sum", "--", str(spool)], ["stat", "-c", "%s", "--", str(spool)]):
-                answers.append(backup.serve(backup.a, request))
-    finally:
-        stop.set()
-        swapper.join()
+    answers = while_swapping(swap, lambda: [
+        backup.serve(backup.a, request) for _ in range(60)
+        for request in (["sha256sum", "--", str(spool)], ["stat", "-c", "%s", "--", str(spool)])])
     assert not any(word in forbidden for done in answers for word in done.stdout.split())
     assert any(done.returncode == 0 for done in answers), "some reads found the plain file"
     assert any(done.returncode != 0 for done in answers), "the swap was seen, and refused"

@@ -201,11 +201,11 @@ async def test_probe_of_this_host_is_none():
 # Behind a real sshd.
 
 def restrict(server: SshServer, role: str, roots: list[str], log: Path, lock_dir: Path,
-             module: str = "replicator", jobs: Sequence[str] = ()) -> None:
+             module: str = "replicator", jobs: Sequence[str] = (), extra: Sequence[str] = ()) -> None:
     """Install the forced command for the client key, as an admin would."""
     command = shlex.join([PYTHON, "-m", module, *(["serve"] if module == "replicator" else []),
                           "--role", role, *[x for r in roots for x in ("--root", r)],
-                          *[x for j in jobs for x in ("--job", j)],
+                          *[x for j in jobs for x in ("--job", j)], *extra,
                           "--log", str(log), "--lock-dir", str(lock_dir)])
     assert "\\" not in command
     key = Path(f"{server.identity_file}.pub").read_text().strip()

@@ -96,6 +96,11 @@ ACCEPTED_RECEIVE = [
      ("btrfs", "receive", "--chroot", "-f", SPOOL, "--", f"{DROOT}/home")),
     (cmd("rm", "-f", "--", SPOOL), None),
     (cmd("rmdir", "--ignore-fail-on-non-empty", "--", f"{DROOT}/.replicator-spool"), None),
+    (cmd("zfs", "send", f"{ZROOT}/tank/data@{SNAP}"), None),
+    (cmd("zfs", "send", "-t", make_token([("object", 1), ("toguid", 7), ("toname", f"{ZROOT}/x@s")])), None),
+    (cmd("btrfs", "send", "--", f"{DROOT}/home@{SNAP}"), None),
+    (cmd("replicator-manifest", "--dir", f"{DROOT}/home@{SNAP}"), None),
+    (cmd("replicator-manifest", "--zfs", f"{ZROOT}/tank/data@manual"), None),
     (PROBE, ()),
 ]
 
@@ -162,8 +167,29 @@ HOSTILE_RECEIVE = [
     ("zfs rename backup/hostA/a backup/hostA/b", "not a command this endpoint runs"),
     ("zfs", "not a command this endpoint runs"),
     ("btrfs property set -ts /srv/backup/hostA/x ro false", "not a command this endpoint runs"),
-    ("zfs send backup/hostA/x@s", "only for role send"),
-    ("btrfs send -- /srv/backup/hostA/x@s", "only for role send"),
+    # Restore reads back full streams of what lies below the roots, nothing else.
+    ("zfs send backup/hostB/x@s", "outside the roots"),
+    ("zfs send backup/hostAB/x@s", "outside the roots"),
+    ("zfs send backup/hostA@s", "is a root itself"),
+    ("zfs send -R backup/hostA/x@s", "not accepted"),
+    ("zfs send -i backup/hostA/x@a backup/hostA/x@b", "not accepted"),
+    ("zfs send -p backup/hostA/x@s", "not accepted"),
+    (cmd("zfs", "send", "-t", make_token([("toname", "backup/hostB/x@s")])), "outside the roots"),
+    (cmd("zfs", "send", "-t", make_token([("fromguid", 7), ("toname", "backup/hostA/x@s")])), "incremental"),
+    ("btrfs send -- /srv/backup/hostA/x@s", "only this tool's snapshots"),
+    (f"btrfs send -- /srv/backup/hostB/x@{SNAP}", "outside the roots"),
+    (f"btrfs send -- /srv/backup/hostA/../hostB/x@{SNAP}", "'..'"),
+    (f"btrfs send -p /srv/backup/hostA/x@{SNAP} -- /srv/backup/hostA/y@{SNAP}", "not accepted"),
+    (f"btrfs send -- /srv/backup/hostA", "is a root itself"),
+    # The manifest of verify: the same rule.
+    (f"replicator-manifest --dir /srv/backup/hostB/x@{SNAP}", "outside the roots"),
+    (f"replicator-manifest --dir /srv/backup/hostA/../../../etc/x@{SNAP}", "'..'"),
+    ("replicator-manifest --dir /srv/backup/hostA/etc", "only this tool's snapshots"),
+    ("replicator-manifest --zfs backup/hostB/x@s", "outside the roots"),
+    ("replicator-manifest --zfs backup/hostAB/x@s", "outside the roots"),
+    ("replicator-manifest --zfs backup/hostA/x", "not a snapshot"),
+    (f"replicator-manifest --zfs /srv/backup/hostA/x@{SNAP}", "empty component"),
+    (f"replicator-manifest /srv/backup/hostA/x@{SNAP}", "not accepted"),
     # outside the roots, by name, by '..', by prefix, absolute
     ("zfs receive backup/hostB/x", "outside the roots"),
     ("zfs receive backup/hostAB/x", "outside the roots"),
@@ -339,6 +365,19 @@ def test_no_prune_refuses_every_destroy_and_nothing_else():
     assert isinstance(parse_request(cmd("zfs", "receive", f"{ZROOT}/x"), policy), Request)
 
 
+def test_no_restore_refuses_every_send_back_and_nothing_else():
+    policy = Policy.build("receive", [ZROOT, DROOT], restore=False)
+    for request_text in (cmd("zfs", "send", f"{ZROOT}/x@{SNAP}"),
+                         cmd("zfs", "send", "-t", make_token([("toguid", 7), ("toname", f"{ZROOT}/x@s")])),
+                         cmd("btrfs", "send", "--", f"{DROOT}/home@{SNAP}")):
+        decision = parse_request(request_text, policy)
+        assert isinstance(decision, Rejection) and "--no-restore" in decision.reason
+    assert isinstance(parse_request(cmd("zfs", "receive", f"{ZROOT}/x"), policy), Request)
+    assert parse_probe_answer(probe_answer(policy, "1")).restore is False
+    assert parse_probe_answer(probe_answer(RECEIVE, "1")).restore is True
+    assert parse_probe_answer(probe_answer(SEND, "1")).restore is False
+
+
 @pytest.mark.parametrize("role, roots, prefixes, says", [
     ("receive", [], [], "no --root"),
     ("admin", ["tank/b"], [], "role 'admin'"),
@@ -443,7 +482,8 @@ def test_mangled_tokens_are_refused(mangle, says):
 def test_the_probe_answer_is_one_line_that_parses_back():
     answer = probe_answer(RECEIVE, "1.2.3")
     assert "\n" not in answer and json.loads(answer)["endpoint"] == "replicator"
-    assert parse_probe_answer(answer + "\n") == EndpointInfo("1.2.3", "receive", (ZROOT, DROOT), ("replicator",))
+    assert parse_probe_answer(answer + "\n") == EndpointInfo("1.2.3", "receive", (ZROOT, DROOT), ("replicator",),
+                                                             restore=True)
     unpruned = Policy.build("receive", [ZROOT], prune=False)
     assert parse_probe_answer(probe_answer(unpruned, "1")).prune is False
 
@@ -537,7 +577,7 @@ LITERALS = {"name,property,value", "value", "name,value", "readonly=on", "FSROOT
 def assert_confined(decision: Request, policy: Policy) -> None:
     """An oracle apart from the parser: every name-like argument lies inside a root."""
     assert decision.argv[0] in {"zfs", "btrfs", "test", "findmnt", "mkdir", "df", "stat", "sha256sum", "dd", "rm",
-                                "rmdir"}
+                                "rmdir", "replicator-manifest"}
     for word in decision.argv[len(decision.command.split()):]:
         if word.startswith("-") or word in LITERALS:
             continue

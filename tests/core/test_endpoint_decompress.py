@@ -148,7 +148,8 @@ def test_no_unquoted_pipe_but_the_prefix_is_ever_accepted(text, policy):
 def test_the_probe_says_whether_compressed_streams_are_taken():
     answer = probe_answer(RECEIVE, "1.2.3", decompress=True)
     assert json.loads(answer)["decompress"] is True
-    assert parse_probe_answer(answer) == EndpointInfo("1.2.3", "receive", (ZROOT, DROOT), decompress=True)
+    assert parse_probe_answer(answer) == EndpointInfo("1.2.3", "receive", (ZROOT, DROOT), decompress=True,
+                                                       restore=True)
     # Only the receive role takes them; an endpoint from before says nothing, which means no.
     assert parse_probe_answer(probe_answer(SEND, "1", decompress=True)).decompress is False
     old = json.dumps({"endpoint": "replicator", "version": "0.1", "role": "receive", "roots": [ZROOT]})

@@ -212,3 +212,15 @@ def test_rollback_never_destroys_a_spared_snapshot(source_ids, target_ids, spare
     p = plan(source, target, allow_rollback=True, spare=lambda name: int(name[1:]) in spared_ids)
     if isinstance(p, Plan):
         assert not {int(n[1:]) for n in p.rollback} & spared_ids
+
+
+def test_after_an_in_place_restore_the_next_snapshot_is_sent_against_the_restored_one():
+    good, attacked, after = Snapshot("good", "g1", 1), Snapshot("attacked", "g2", 2), Snapshot("after", "g3", 3)
+    decision = plan([good, attacked, after], [good, attacked], intermediates=False, restored=good)
+    assert isinstance(decision, Plan)
+    assert [(s.snapshot.name, s.base.name) for s in decision.steps] == [("after", "good")]
+    # Without the restore, or once it is the newest common one, the chain goes on as before.
+    assert plan([good, attacked, after], [good, attacked], intermediates=False).steps[0].base == attacked
+    assert plan([good, after], [good], intermediates=False, restored=good).steps[0].base == good
+    # A restored snapshot the target no longer holds cannot be a base.
+    assert plan([good, attacked, after], [attacked], intermediates=False, restored=good).steps[0].base == attacked

@@ -201,3 +201,27 @@ async def test_a_failed_triggered_run_says_which_action_failed(autojump_clock):
         assert answer["exit_code"] == 0 and answer["result"] == "success"
         nursery.cancel_scope.cancel()
     assert await run_served(state, 2)
+
+
+class Deferring(Recorder):
+    """A replication that finds its target held by a person's restore `times` times."""
+
+    def __init__(self, times: int, state: JobState):
+        super().__init__()
+        self.times, self.state = times, state
+
+    async def replicate(self, job):
+        self.replications.append(wall())
+        if self.times:
+            self.times -= 1
+            self.state.deferred = True   # as the service marks a run that found a target deferred
+        return True
+
+
+async def test_a_target_deferred_by_a_person_is_retried_soon_without_growing_the_backoff(autojump_clock):
+    state = JobState("tank")
+    actions = Deferring(4, state)
+    await run_for(3600, [(job(snapshot=parse_interval("6h")), state)], actions)
+    # Each deferral waits retry_initial (60 s) again: no doubling, no failure counted.
+    assert actions.replications == [BASE + timedelta(seconds=s) for s in (0, 60, 120, 180, 240)]
+    assert state.failures == 0 and state.last_error is None and state.retry_at is None
