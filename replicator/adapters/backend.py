@@ -18,6 +18,7 @@ from typing import Protocol, Sequence
 
 from replicator.adapters.runner import Runner
 from replicator.core.actions import Send
+from replicator.core.errors import ReplicatorError, SnapshotError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step
 
@@ -58,6 +59,16 @@ class SourceHalf(Protocol):
         """Every member, in the order they must be received (parents first), with the
         snapshots replication sends; with `everything`, also those not named as ours where a
         backend sends only ours (retention reports them)."""
+
+    def group(self, name: str) -> tuple[str, ...]:
+        """What a snapshot group named `name` is made of, as the log and reports name it."""
+
+    async def has_group(self, name: str) -> bool:
+        """Whether any member already has a snapshot named `name`."""
+
+    async def take(self, name: str) -> None:
+        """Snapshot every member as one group, all or none: raises SnapshotError after removing
+        what was taken of a group that could not be completed."""
 
     def send_argv(self, member: str, step: Step) -> list[str]: ...
 
@@ -105,3 +116,19 @@ class TargetHalf(Protocol):
         """Delete unfinished receives of these snapshots."""
 
     async def destroy(self, member: str, snapshots: Sequence[str]) -> None: ...
+
+
+def incomplete_group(error: ReplicatorError, name: str, removed: Sequence[str],
+                     cleanup: ReplicatorError | None = None) -> SnapshotError:
+    """The error of a group that could not be completed. A job's snapshots are one group, all or
+    nothing: a partial one would be replicated as if it were whole, and a restore from it would
+    mix members of different times."""
+    if cleanup is not None:
+        return SnapshotError(f"{error.message}; the other snapshots of group {name} could not be removed "
+                             f"({cleanup.message})", hint=f"remove what is left of {name} by hand "
+                             "before the next run, or it is replicated as an incomplete group; "
+                             + (error.hint or ""))
+    if not removed:
+        return SnapshotError(error.message, hint=error.hint)
+    return SnapshotError(f"{error.message}; removed what was taken of group {name} ({', '.join(removed)}): "
+                         "a job's snapshots are taken all or none", hint=error.hint)

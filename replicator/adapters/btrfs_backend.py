@@ -5,13 +5,14 @@ staged in a spool file on the target that grows across interrupted attempts."""
 
 from __future__ import annotations
 
+import posixpath
 import sys
 from typing import Callable, Sequence
 
 import structlog
 
 from replicator.adapters import btrfs as btrfs_adapter
-from replicator.adapters.backend import Pipe, SourceMember, TargetMember
+from replicator.adapters.backend import Pipe, SourceMember, TargetMember, incomplete_group
 from replicator.adapters.btrfs import Btrfs, Entry
 from replicator.adapters.faults import crashpoint
 from replicator.adapters.runner import Runner
@@ -20,7 +21,7 @@ from replicator.adapters.spool import Spool
 from replicator.core import names
 from replicator.core.actions import Send
 from replicator.core.config import BtrfsSource, Target
-from replicator.core.errors import CommandError, NoSpace
+from replicator.core.errors import CommandError, NoSpace, ReplicatorError
 from replicator.core.model import Snapshot, oldest_first
 from replicator.core.planner import Step
 
@@ -49,6 +50,29 @@ class BtrfsSourceHalf:
         return [SourceMember(sv, _all_snapshots(entries, names.basename(sv)) if everything
                              else btrfs_adapter.source_snapshots(entries, names.basename(sv), self.prefix))
                 for sv in self.source.subvolumes]
+
+    def group(self, name: str) -> tuple[str, ...]:
+        return tuple(posixpath.join(self.source.snapshot_dir, names.btrfs_entry(names.basename(sv), name))
+                     for sv in self.source.subvolumes)
+
+    async def has_group(self, name: str) -> bool:
+        entries = await Btrfs(self.runner).entries(self.source.snapshot_dir) or {}
+        return any(names.basename(path) in entries for path in self.group(name))
+
+    async def take(self, name: str) -> None:
+        """btrfs has no atomic multi-subvolume snapshot: one read-only snapshot per subvolume, and
+        what was taken is deleted again if one fails."""
+        btrfs, taken = Btrfs(self.runner), []
+        try:
+            for subvolume, path in zip(self.source.subvolumes, self.group(name)):
+                await btrfs.snapshot(subvolume, self.source.snapshot_dir, names.basename(path))
+                taken.append(path)
+        except ReplicatorError as e:
+            try:
+                await btrfs.delete(taken)
+            except ReplicatorError as cleanup:
+                raise incomplete_group(e, name, (), cleanup) from None
+            raise incomplete_group(e, name, taken) from None
 
     def send_argv(self, member: str, step: Step) -> list[str]:
         return btrfs_adapter.send_argv(self.source.snapshot_dir, names.basename(member), step)

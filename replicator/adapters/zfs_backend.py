@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from replicator.adapters.backend import Pipe, SourceMember, TargetMember
+from replicator.adapters.backend import Pipe, SourceMember, TargetMember, incomplete_group
 from replicator.adapters.faults import crashpoint
 from replicator.adapters.runner import LocalRunner, Runner
 from replicator.adapters.zfs import Zfs, receive_argv, send_argv
 from replicator.core import names
 from replicator.core.actions import Send
 from replicator.core.config import Target, ZfsSource
-from replicator.core.errors import CommandError, StaleResumeToken, TargetModified
+from replicator.core.errors import CommandError, ReplicatorError, StaleResumeToken, TargetModified
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
 
@@ -40,6 +40,29 @@ class ZfsSourceHalf:
         marks = await self.zfs.bookmarks(self.source.datasets, recursive=self.source.recursive)
         missing = [d for d in self.source.datasets if d not in listing]
         return [SourceMember(d, listing.get(d), marks.get(d, ())) for d in parents_first([*listing, *missing])]
+
+    def group(self, name: str) -> tuple[str, ...]:
+        return tuple(f"{dataset}@{name}" for dataset in self.source.datasets)
+
+    async def has_group(self, name: str) -> bool:
+        listing = await self.zfs.listing(self.source.datasets, recursive=False)
+        return any(s.name == name for snaps in listing.values() for s in snaps)
+
+    async def take(self, name: str) -> None:
+        """One atomic `zfs snapshot` per pool (a job spanning pools, or zfs-fuse, which takes one
+        snapshot per call, can be left partial: then what was taken is destroyed again)."""
+        try:
+            await self.zfs.snapshot(self.source.datasets, name, recursive=self.source.recursive)
+        except ReplicatorError as e:
+            taken: list[str] = []
+            try:
+                listing = await self.zfs.listing(self.source.datasets, recursive=self.source.recursive)
+                taken = [f"{d}@{name}" for d, snaps in listing.items() if any(s.name == name for s in snaps)]
+                for snapshot in taken:
+                    await self.zfs.destroy_snapshot(*snapshot.split("@", 1))
+            except ReplicatorError as cleanup:
+                raise incomplete_group(e, name, (), cleanup) from None
+            raise incomplete_group(e, name, taken) from None
 
     def send_argv(self, member: str, step: Step) -> list[str]:
         return send_argv(member, step)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -10,12 +9,10 @@ from typing import Callable
 import structlog
 import trio
 
-from replicator.adapters.btrfs import Btrfs
-from replicator.adapters.runner import Runner
-from replicator.adapters.zfs import Zfs
 from replicator.core import names
-from replicator.core.config import BtrfsSource, Job, ZfsSource
-from replicator.core.errors import ReplicatorError, SnapshotError, StateError
+from replicator.core.config import Job
+from replicator.core.errors import ReplicatorError, StateError
+from replicator.engine.backends import source_half
 from replicator.engine.context import Context
 from replicator.engine.hooks import hooked
 
@@ -53,65 +50,20 @@ async def take_snapshots(job: Job, ctx: Context, *, dry_run: bool = False,
 
 
 async def _take(job: Job, ctx: Context, dry_run: bool, clock: Callable[[], datetime]) -> SnapshotResult:
-    source = job.source
-    src = await ctx.source_runner(job)
+    src = await source_half(job, ctx)
     for _ in range(3):
         name = names.snapshot_name(job.snapshot_prefix, clock())
-        if isinstance(source, BtrfsSource):
-            entries = await Btrfs(src).entries(source.snapshot_dir) or {}
-            paths = [posixpath.join(source.snapshot_dir, names.btrfs_entry(names.basename(sv), name))
-                     for sv in source.subvolumes]
-            taken_already = any(names.basename(p) in entries for p in paths)
-        else:
-            listing = await Zfs(src).listing(source.datasets, recursive=False)
-            paths = [f"{ds}@{name}" for ds in source.datasets]
-            taken_already = any(s.name == name for snaps in listing.values() for s in snaps)
-        if not taken_already:
+        if not await src.has_group(name):
             break
         # Names have one-second resolution; two runs within a second wait for the next one.
         await trio.sleep(1.0 - clock().microsecond / 1e6)
     else:
         return SnapshotResult(job=job.name, name=name, taken=(), error=f"snapshot {name} exists already")
+    paths = src.group(name)
     if dry_run:
-        return SnapshotResult(job=job.name, name=name, taken=tuple(paths), dry_run=True)
+        return SnapshotResult(job=job.name, name=name, taken=paths, dry_run=True)
     async with hooked(job, ctx, "snapshot", snapshot=name):
-        with ctx.txlog.action("snapshot", job.name, snapshot=name, source=paths):
-            taken: list[str] = []
-            try:
-                if isinstance(source, BtrfsSource):
-                    btrfs = Btrfs(src)
-                    for subvolume, path in zip(source.subvolumes, paths):
-                        await btrfs.snapshot(subvolume, source.snapshot_dir, names.basename(path))
-                        taken.append(path)
-                else:
-                    await Zfs(src).snapshot(source.datasets, name, recursive=source.recursive)
-            except ReplicatorError as e:
-                raise await _incomplete_group(source, src, name, taken, e) from None
+        with ctx.txlog.action("snapshot", job.name, snapshot=name, source=list(paths)):
+            await src.take(name)
     log.info("snapshots taken", job=job.name, snapshot=name, count=len(paths))
-    return SnapshotResult(job=job.name, name=name, taken=tuple(paths))
-
-
-async def _incomplete_group(source: BtrfsSource | ZfsSource, src: Runner, name: str, taken: list[str],
-                            error: ReplicatorError) -> SnapshotError:
-    """Remove what a failed group left, and say so. A job's snapshots are one group, all or
-    nothing: a partial one would be replicated as if it were whole, and a restore from it would
-    mix subvolumes of different times. (A btrfs group is taken one subvolume at a time; a ZFS
-    one atomically per pool, so a job spanning pools, or zfs-fuse, can be left partial too.)"""
-    try:
-        if isinstance(source, BtrfsSource):
-            await Btrfs(src).delete(taken)
-        else:
-            zfs = Zfs(src)
-            listing = await zfs.listing(source.datasets, recursive=source.recursive)
-            taken = [f"{dataset}@{name}" for dataset, snaps in listing.items() if any(s.name == name for s in snaps)]
-            for snapshot in taken:
-                await zfs.destroy_snapshot(*snapshot.split("@", 1))
-    except ReplicatorError as cleanup:
-        return SnapshotError(f"{error.message}; the other snapshots of group {name} could not be removed "
-                             f"({cleanup.message})", hint=f"remove what is left of {name} by hand "
-                             "before the next run, or it is replicated as an incomplete group; "
-                             + (error.hint or ""))
-    if not taken:
-        return SnapshotError(error.message, hint=error.hint)
-    return SnapshotError(f"{error.message}; removed what was taken of group {name} ({', '.join(taken)}): "
-                         "a job's snapshots are taken all or none", hint=error.hint)
+    return SnapshotResult(job=job.name, name=name, taken=paths)
