@@ -14,7 +14,7 @@ To add a backend: implement both Protocols (their attributes are the facts the p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import AsyncContextManager, Protocol, Sequence
 
 from replicator.adapters.runner import Runner
 from replicator.core.actions import Send
@@ -74,6 +74,10 @@ class SourceHalf(Protocol):
 
     async def estimate(self, send_argv: list[str]) -> int | None:
         """The stream's size, for an ETA; None where it cannot be told cheaply."""
+
+    def view(self, member: str, snapshot: str) -> AsyncContextManager[str]:
+        """A read-only directory with the snapshot's files, for as long as the block runs
+        (diff, verify). Raises UsageError if there is no such snapshot."""
 
     async def protect(self, member: str, snapshot: Snapshot, tag: str) -> None: ...
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import posixpath
 import sys
-from typing import Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable, Sequence
 
 import structlog
 
@@ -21,7 +22,7 @@ from replicator.adapters.spool import Spool
 from replicator.core import names
 from replicator.core.actions import Send
 from replicator.core.config import BtrfsSource, Target
-from replicator.core.errors import CommandError, NoSpace, ReplicatorError
+from replicator.core.errors import CommandError, NoSpace, ReplicatorError, UsageError
 from replicator.core.model import Snapshot, oldest_first
 from replicator.core.planner import Step
 
@@ -79,6 +80,14 @@ class BtrfsSourceHalf:
 
     async def estimate(self, argv: list[str]) -> int | None:
         return None
+
+    @asynccontextmanager
+    async def view(self, member: str, snapshot: str) -> AsyncIterator[str]:
+        # A read-only snapshot is a directory already.
+        path = posixpath.join(self.source.snapshot_dir, names.btrfs_entry(names.basename(member), snapshot))
+        if not await Btrfs(self.runner).exists(path, directory=True):
+            raise UsageError(f"there is no snapshot {path}")
+        yield path
 
     async def protect(self, member: str, snapshot: Snapshot, tag: str) -> None:
         raise NotImplementedError("btrfs has nothing to pin a base with")

@@ -4,16 +4,18 @@ an interrupted `receive -s` resumes from its token."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable, Sequence
 
 from replicator.adapters.backend import Pipe, SourceMember, TargetMember, incomplete_group
 from replicator.adapters.faults import crashpoint
 from replicator.adapters.runner import LocalRunner, Runner
+from replicator.adapters.views import zfs_snapshot_dir
 from replicator.adapters.zfs import Zfs, receive_argv, send_argv
 from replicator.core import names
 from replicator.core.actions import Send
 from replicator.core.config import Target, ZfsSource
-from replicator.core.errors import CommandError, ReplicatorError, StaleResumeToken, TargetModified
+from replicator.core.errors import CommandError, ReplicatorError, StaleResumeToken, TargetModified, UsageError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
 
@@ -70,6 +72,14 @@ class ZfsSourceHalf:
     async def estimate(self, argv: list[str]) -> int | None:
         # Only here: a `send -nP` through a pull-mode endpoint would be refused (and logged).
         return await self.zfs.estimate(argv) if isinstance(self.runner, LocalRunner) else None
+
+    @asynccontextmanager
+    async def view(self, member: str, snapshot: str) -> AsyncIterator[str]:
+        listing = await self.zfs.listing([member], recursive=False)
+        if snapshot not in {s.name for s in listing.get(member, ())}:
+            raise UsageError(f"{member} has no snapshot {snapshot!r}", hint="list them with `zfs list -t snapshot`")
+        async with zfs_snapshot_dir(self.zfs, member, snapshot) as directory:
+            yield directory
 
     async def protect(self, member: str, snapshot: Snapshot, tag: str) -> None:
         await self.zfs.hold(tag, member, snapshot.name)

@@ -28,7 +28,7 @@ from replicator.core.errors import ReplicatorError, TargetError
 from replicator.core.manifest import Manifest, ManifestError, parse
 from replicator.core.model import Snapshot
 from replicator.engine.context import Context
-from replicator.engine.views import zfs_snapshot_dir
+from replicator.adapters.views import zfs_snapshot_dir
 
 
 @dataclass
