@@ -60,7 +60,10 @@ def base(ctx: Context, job: str, prefix: str, subvolume: str, source: Sequence[S
     except ValueError:
         return None
     on_target = {s.guid for s in target}
-    since = [s for s in source if (taken := names.parse_snapshot_name(s.name, prefix)) and taken >= when]
+    # Strictly after: names have one-second resolution, and the snapshot the restore undid is
+    # often named in the very second of the restore. (A snapshot taken later in that second is
+    # missed, which costs only a larger incremental: the restored base is still on the target.)
+    since = [s for s in source if (taken := names.parse_snapshot_name(s.name, prefix)) and taken > when]
     if restored is None or any(s.guid in on_target for s in since):
         return None
     return restored
