@@ -87,14 +87,16 @@ class _Side:
     base_guids: set[str] = field(default_factory=set)
 
 
-async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
-                    now: datetime | None = None) -> PruneReport:
-    """Prune targets, then the source, as their retention says; returns every decision."""
+async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False, now: datetime | None = None,
+                    source_only: bool = False, source_retention: Retention | None = None) -> PruneReport:
+    """Prune targets, then the source, as their retention says; returns every decision.
+    `source_only` (the space guard) still reads every target, for their bases, but prunes
+    only the source, by `source_retention` if given instead of its own."""
     now = now or datetime.now(timezone.utc)
     report = PruneReport(job.name)
     with ExitStack() as locks:
         try:
-            sources = await _source_sides(job, ctx)
+            sources = await _source_sides(job, ctx, source_retention)
         except ReplicatorError as e:
             report.errors.append(f"source: {e}")
             return report
@@ -103,7 +105,8 @@ async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
             try:
                 locks.enter_context(target_lock(ctx.state_dir, job.name, target.name))
                 for copy in await _target_sides(job, target, ctx, sources):
-                    await _apply(ctx, copy, job, report, dry_run, now)
+                    if not source_only:
+                        await _apply(ctx, copy, job, report, dry_run, now)
             except ReplicatorError as e:
                 every_target_checked = False
                 report.errors.append(f"target {target.name}: {e}")
@@ -137,18 +140,19 @@ async def _prune_bookmarks(ctx: Context, job: Job, sources: list[_Side], report:
             report.items.append(item)
 
 
-async def _source_sides(job: Job, ctx: Context) -> list[_Side]:
+async def _source_sides(job: Job, ctx: Context, retention: Retention | None = None) -> list[_Side]:
     source = job.source
+    retention = retention or source.retention
     src = await ctx.source_runner(job)
     if isinstance(source, ZfsSource):
         zfs = Zfs(src)
         listing = await zfs.listing(source.datasets, recursive=source.recursive)
         marks = await zfs.bookmarks(source.datasets, recursive=source.recursive)
-        return [_Side("source", ds, ds, snaps, source.retention, src, bookmarks=marks.get(ds, ()))
+        return [_Side("source", ds, ds, snaps, retention, src, bookmarks=marks.get(ds, ()))
                 for ds, snaps in listing.items()]
     entries = await Btrfs(src).entries(source.snapshot_dir) or {}
     return [_Side("source", sv, sv, _btrfs_snapshots(entries, names.basename(sv), received=False),
-                  source.retention, src, btrfs_dir=source.snapshot_dir) for sv in source.subvolumes]
+                  retention, src, btrfs_dir=source.snapshot_dir) for sv in source.subvolumes]
 
 
 async def _target_sides(job: Job, target: Target, ctx: Context, sources: list[_Side]) -> list[_Side]:
