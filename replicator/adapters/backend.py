@@ -21,6 +21,7 @@ from replicator.core.actions import Send
 from replicator.core.errors import ReplicatorError, SnapshotError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step
+from replicator.core.space import Space
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,12 @@ class SourceHalf(Protocol):
     async def take(self, name: str) -> None:
         """Snapshot every member as one group, all or none: raises SnapshotError after removing
         what was taken of a group that could not be completed."""
+
+    async def space(self) -> list[Space]:
+        """Free space and what snapshots hold, per filesystem the source lives on."""
+
+    async def settle(self) -> None:
+        """Wait (best effort) until deleted snapshots' space is free."""
 
     def send_argv(self, member: str, step: Step) -> list[str]: ...
 

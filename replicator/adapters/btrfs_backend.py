@@ -17,6 +17,7 @@ from replicator.adapters.backend import Pipe, SourceMember, TargetMember, incomp
 from replicator.adapters.btrfs import Btrfs, Entry
 from replicator.adapters.faults import crashpoint
 from replicator.adapters.runner import Runner
+from replicator.adapters.space import btrfs_settle, btrfs_space
 from replicator.adapters.skip import PREFIX_MISMATCH
 from replicator.adapters.spool import Spool
 from replicator.core import names
@@ -25,6 +26,7 @@ from replicator.core.config import BtrfsSource, Target
 from replicator.core.errors import CommandError, NoSpace, ReplicatorError, UsageError
 from replicator.core.model import Snapshot, oldest_first
 from replicator.core.planner import Step
+from replicator.core.space import Space
 
 log = structlog.get_logger()
 
@@ -74,6 +76,12 @@ class BtrfsSourceHalf:
             except ReplicatorError as cleanup:
                 raise incomplete_group(e, name, (), cleanup) from None
             raise incomplete_group(e, name, taken) from None
+
+    async def space(self) -> list[Space]:
+        return [await btrfs_space(self.source, self.runner, self.prefix)]
+
+    async def settle(self) -> None:
+        await btrfs_settle(self.source, self.runner)
 
     def send_argv(self, member: str, step: Step) -> list[str]:
         return btrfs_adapter.send_argv(self.source.snapshot_dir, names.basename(member), step)

@@ -9,6 +9,7 @@ from typing import AsyncIterator, Callable, Sequence
 
 from replicator.adapters.backend import Pipe, SourceMember, TargetMember, incomplete_group
 from replicator.adapters.faults import crashpoint
+from replicator.adapters.space import zfs_settle, zfs_space
 from replicator.adapters.runner import LocalRunner, Runner
 from replicator.adapters.views import zfs_snapshot_dir
 from replicator.adapters.zfs import Zfs, receive_argv, send_argv
@@ -18,6 +19,7 @@ from replicator.core.config import Target, ZfsSource
 from replicator.core.errors import CommandError, ReplicatorError, StaleResumeToken, TargetModified, UsageError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
+from replicator.core.space import Space
 
 # What `zfs send -t` says when a token can never work again (as opposed to a broken link).
 _STALE_TOKEN = ("no longer", "corrupt", "invalid", "does not exist", "not the same")
@@ -65,6 +67,12 @@ class ZfsSourceHalf:
             except ReplicatorError as cleanup:
                 raise incomplete_group(e, name, (), cleanup) from None
             raise incomplete_group(e, name, taken) from None
+
+    async def space(self) -> list[Space]:
+        return await zfs_space(self.source, self.runner)
+
+    async def settle(self) -> None:
+        await zfs_settle(self.source, self.runner)
 
     def send_argv(self, member: str, step: Step) -> list[str]:
         return send_argv(member, step)

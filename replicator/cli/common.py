@@ -15,6 +15,7 @@ import trio_asyncio
 
 from replicator.core.config import Config, Job, parse_config
 from replicator.core.errors import ConfigError, UsageError, unwrap
+from replicator.core.space import human as human_bytes
 from replicator.engine.context import Context, open_context
 
 T = TypeVar("T")
@@ -94,12 +95,4 @@ def print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count} B"
-
-
-__all__ = ["ConfigError", "config_path", "load_config", "select_jobs", "run_async", "print_json"]
+__all__ = ["ConfigError", "human_bytes", "config_path", "load_config", "select_jobs", "run_async", "print_json"]

@@ -28,7 +28,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def exit_code(results: list[SnapshotResult]) -> int:
-    return EXIT_OK if all(r.ok for r in results) else EXIT_SNAPSHOT_FAILED
+    return max((r.exit_code or EXIT_SNAPSHOT_FAILED for r in results if not r.ok), default=EXIT_OK)
 
 
 def report(results: list[SnapshotResult], as_json: bool) -> None:

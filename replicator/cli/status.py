@@ -33,8 +33,8 @@ def handle(args: argparse.Namespace) -> int:
         print_json(doc)
     else:
         print(render(doc))
-    failing = any(j.get("error") or j.get("future_snapshots") or any(t.get("last_error") for t in j["targets"])
-                  for j in doc["jobs"])
+    failing = any(j.get("error") or j.get("future_snapshots") or (j.get("space") or {}).get("critical")
+                  or any(t.get("last_error") for t in j["targets"]) for j in doc["jobs"])
     return EXIT_WARNING if failing else EXIT_OK
 
 
@@ -64,6 +64,21 @@ def _when(iso: str | None, now: datetime) -> str:
     return "now" if delta <= 0 else f"in {_age(delta)}"
 
 
+def _space_lines(space: dict[str, Any]) -> list[str]:
+    """Free space and what snapshots hold, per filesystem of the source."""
+    lines = []
+    for fs in space.get("filesystems", ()):
+        held = (human_bytes(fs["snapshots"]) if fs["snapshots"] is not None else "unknown (btrfs quotas off)"
+                if fs.get("snapshots_note") else "unknown")
+        limit = f" (min {space['min_free']})" if space.get("min_free") else ""
+        mark = "!" if fs["critical"] else " "
+        lines.append(f"  {mark} {fs['filesystem'][-20:]}: {human_bytes(fs['free'])} free of "
+                     f"{human_bytes(fs['size'])}{limit}; snapshots hold {held}")
+    if space.get("error"):
+        lines.append(f"    space unknown: {space['error'][:58]}")
+    return lines
+
+
 def render(doc: dict[str, Any], now: datetime | None = None) -> str:
     """The status as a table that fits 80 columns."""
     now = now or datetime.now(timezone.utc)
@@ -76,9 +91,12 @@ def render(doc: dict[str, Any], now: datetime | None = None) -> str:
         last_age = None
         if last and last.get("time"):
             last_age = int((now - datetime.fromisoformat(last["time"])).total_seconds())
-        state = job.get("running") or ("ERROR" if job.get("error") else "ok")
+        space = job.get("space") or {}
+        state = job.get("running") or ("CRITICAL" if space.get("critical") else "ERROR" if job.get("error")
+                                       else "ok")
         lines.append(f"{job['name'][:22]:<22} {job['source_snapshots']:>6} {_age(last_age):>5} "
                      f"{_when(job.get('next_snapshot'), now):>8}  {state}")
+        lines.extend(_space_lines(space))
         if job.get("error"):
             lines.append(f"    ! {job['error'][:72]}")
         if job.get("future_snapshots"):

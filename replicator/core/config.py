@@ -19,6 +19,8 @@ from replicator.core.errors import ConfigError
 from replicator.core.hooks import NO_HOOKS, Hooks, parse_hooks
 from replicator.core.retention import Policy, RetentionSyntaxError, parse_preserve, parse_preserve_min
 from replicator.core.schedule import MIN_INTERVAL, Rule, ScheduleSyntaxError, parse_cron, parse_interval
+from replicator.core.space import parse_emergency, parse_min_free
+from replicator.core.space import parse_size as parse_bytes
 
 __all__ = ["BtrfsSource", "Config", "Daemon", "Host", "Job", "Retention", "Schedule", "Source", "Target",
            "ZfsSource", "config_from_dict", "parse_bytes", "parse_config"]
@@ -40,6 +42,8 @@ def config_from_dict(data: Mapping[str, Any], origin: str = "config") -> Config:
         raise ConfigError(reader.problems, origin=origin)
     return config
 
+
+_SPACE_KEYS = ("min_free", "emergency_preserve")
 
 # `resumable` as the config spells it -> the model's value.
 _RESUMABLE_SPELLED: Mapping[bool | str, Resumable] = {True: "always", "on-retry": "on-retry", False: "never"}
@@ -257,7 +261,7 @@ class _Reader:
             known = ", ".join(sorted(hosts)) or "none defined"
             self.problem(f"{path}.host", f"no [hosts.{host}] table (hosts: {known}): define it or fix the name")
         if kind == "zfs":
-            t = self.table(path, value, {"kind", "datasets", "recursive", "retention", "host"})
+            t = self.table(path, value, {"kind", "datasets", "recursive", "retention", "host", *_SPACE_KEYS})
             datasets = self.strings(path, t, "datasets")
             for i, ds in enumerate(datasets):
                 if why := names.zfs_dataset_problem(ds):
@@ -270,9 +274,9 @@ class _Reader:
                             self.problem(f"{path}.datasets",
                                          f"{b!r} is inside {a!r}, which recursive = true already covers")
             return ZfsSource(datasets=datasets, recursive=bool(recursive),
-                             retention=self.retention(path, t, source=True), host=host)
+                             retention=self.retention(path, t, source=True), host=host, **self.space(path, t))
         if kind == "btrfs":
-            t = self.table(path, value, {"kind", "subvolumes", "snapshot_dir", "retention", "host"})
+            t = self.table(path, value, {"kind", "subvolumes", "snapshot_dir", "retention", "host", *_SPACE_KEYS})
             subvolumes = self.strings(path, t, "subvolumes")
             for i, sv in enumerate(subvolumes):
                 if why := names.btrfs_path_problem(sv):
@@ -286,10 +290,23 @@ class _Reader:
             if snapshot_dir is not None and (why := names.btrfs_path_problem(snapshot_dir)):
                 self.problem(f"{path}.snapshot_dir", why)
             return BtrfsSource(subvolumes=subvolumes, snapshot_dir=(snapshot_dir or "").rstrip("/"),
-                               retention=self.retention(path, t, source=True), host=host)
+                               retention=self.retention(path, t, source=True), host=host, **self.space(path, t))
         if kind is not None:
             self.problem(f"{path}.kind", f"{kind!r} is not a source kind: use \"zfs\" or \"btrfs\"")
         return None
+
+    def space(self, path: str, table: Mapping[str, Any]) -> dict[str, Any]:
+        """A source's space guard: `min_free` and `emergency_preserve` (core/space.py)."""
+        found: dict[str, Any] = {}
+        for key, parse in (("min_free", parse_min_free), ("emergency_preserve", parse_emergency)):
+            if key in table:
+                try:
+                    found[key] = parse(table[key])
+                except ValueError as e:
+                    self.problem(f"{path}.{key}", str(e))
+        if "emergency_preserve" in table and "min_free" not in table:
+            self.problem(f"{path}.emergency_preserve", "applies only while space is below min_free: set min_free too")
+        return found
 
     def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
         t = self.table(path, value, {"name", "path", "host", "retention", "rate_limit", "stall_timeout",
@@ -390,14 +407,6 @@ class _Reader:
                         day_start_hour=hour if hour is not None and 0 <= hour <= 23 else 0,
                         week_start=WEEKDAYS.index(weekday.lower()) if weekday.lower() in WEEKDAYS else 0)
         return Retention(policy=policy, timezone=zone)
-
-
-def parse_bytes(text: str) -> int | None:
-    """"50M" -> 52428800 (binary units); None if it does not parse or is zero."""
-    match = re.fullmatch(r"(\d+)([KMGT]?)i?B?", text.strip(), flags=re.IGNORECASE)
-    if not match or int(match.group(1)) == 0:
-        return None
-    return int(match.group(1)) * 1024 ** " KMGT".index((match.group(2) or " ").upper())
 
 
 def _known_zone(name: str) -> bool:

@@ -10,7 +10,9 @@ from typing import Literal, Mapping, get_args
 
 from replicator.core.hooks import NO_HOOKS, Hooks
 from replicator.core.retention import Policy
+from replicator.core.retention import Rule as PreserveRule
 from replicator.core.schedule import Rule
+from replicator.core.space import MinFree
 
 # Job, target and host names: they appear in lock files, hold tags and log records.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -45,6 +47,8 @@ class ZfsSource:
     recursive: bool = False
     retention: Retention = Retention()
     host: str | None = None          # pull mode: the source is on this [hosts.NAME]
+    min_free: MinFree | None = None  # the space guard (core/space.py); None: none
+    emergency_preserve: tuple[PreserveRule, ...] | None = None  # source retention while short of space
     kind: Literal["zfs"] = "zfs"
 
 
@@ -54,6 +58,8 @@ class BtrfsSource:
     snapshot_dir: str
     retention: Retention = Retention()
     host: str | None = None          # pull mode: the source is on this [hosts.NAME]
+    min_free: MinFree | None = None  # the space guard (core/space.py); None: none
+    emergency_preserve: tuple[PreserveRule, ...] | None = None  # source retention while short of space
     kind: Literal["btrfs"] = "btrfs"
 
 

@@ -7,6 +7,7 @@ Exit codes (documented in the README):
   3  at least one target failed (the others were still served)
   4  taking a snapshot failed
   5  the state directory (transaction log, locks) cannot be used: read-only, deleted or full
+  6  a snapshot was not taken: its source is short of space (below min_free, even after pruning)
   128+N  stopped by signal N
 """
 
@@ -18,6 +19,7 @@ EXIT_USAGE = 2
 EXIT_TARGET_FAILED = 3
 EXIT_SNAPSHOT_FAILED = 4
 EXIT_STATE = 5
+EXIT_SPACE = 6
 
 
 class ReplicatorError(Exception):
@@ -60,6 +62,12 @@ class SnapshotError(ReplicatorError):
 
 class HookError(SnapshotError):
     """A hook whose on_failure is "abort" failed, timed out or could not be started."""
+
+
+class SpaceError(SnapshotError):
+    """A snapshot was not taken: the source stays below its min_free even after pruning."""
+
+    exit_code = EXIT_SPACE
 
 
 class StateError(ReplicatorError):

@@ -66,14 +66,16 @@ class _Side:
     base_guids: set[str] = field(default_factory=set)
 
 
-async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
-                    now: datetime | None = None) -> PruneReport:
-    """Prune targets, then the source, as their retention says; returns every decision."""
+async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False, now: datetime | None = None,
+                    source_only: bool = False, source_retention: Retention | None = None) -> PruneReport:
+    """Prune targets, then the source, as their retention says; returns every decision.
+    `source_only` (the space guard) still reads every target, for their bases, but prunes
+    only the source, by `source_retention` if given instead of its own."""
     now = now or datetime.now(timezone.utc)
     report = PruneReport(job.name)
     with ExitStack() as locks:
         try:
-            sources = await _source_sides(job, ctx)
+            sources = await _source_sides(job, ctx, source_retention)
         except ReplicatorError as e:
             report.errors.append(f"source: {e}")
             return report
@@ -82,7 +84,8 @@ async def prune_job(job: Job, ctx: Context, *, dry_run: bool = False,
             try:
                 locks.enter_context(target_lock(ctx.state_dir, job.name, target.name))
                 for copy in await _target_sides(job, target, ctx, sources):
-                    await _apply(ctx, copy, job, report, dry_run, now)
+                    if not source_only:
+                        await _apply(ctx, copy, job, report, dry_run, now)
             except ReplicatorError as e:
                 every_target_checked = False
                 if isinstance(e, TargetBusy) and e.manual:
@@ -118,9 +121,10 @@ async def _prune_bookmarks(ctx: Context, job: Job, sources: list[_Side], report:
             report.items.append(item)
 
 
-async def _source_sides(job: Job, ctx: Context) -> list[_Side]:
+async def _source_sides(job: Job, ctx: Context, retention: Retention | None = None) -> list[_Side]:
     src = await source_half(job, ctx)
-    return [_Side("source", m.name, m.name, m.snapshots, job.source.retention, src, bookmarks=m.bases)
+    retention = retention or job.source.retention
+    return [_Side("source", m.name, m.name, m.snapshots, retention, src, bookmarks=m.bases)
             for m in await src.list(everything=True) if m.snapshots is not None]
 
 

@@ -15,6 +15,7 @@ from replicator.core.errors import ReplicatorError, StateError
 from replicator.engine.backends import source_half
 from replicator.engine.context import Context
 from replicator.engine.hooks import hooked
+from replicator.engine.space import guard as space_guard
 
 log = structlog.get_logger()
 
@@ -26,6 +27,7 @@ class SnapshotResult:
     taken: tuple[str, ...]
     dry_run: bool = False
     error: str | None = None
+    exit_code: int | None = None     # of a failure: 6 when skipped for space, else 4
 
     @property
     def ok(self) -> bool:
@@ -41,12 +43,13 @@ async def take_snapshots(job: Job, ctx: Context, *, dry_run: bool = False,
     """Snapshot every dataset or subvolume of `job`; errors are returned, not raised, except
     StateError: a state directory that cannot be written stops more than this job."""
     try:
+        await space_guard(job, ctx, dry_run=dry_run)
         return await _take(job, ctx, dry_run, clock)
     except StateError:
         raise
     except ReplicatorError as e:
         log.error("snapshot failed", job=job.name, error=str(e))
-        return SnapshotResult(job=job.name, name="", taken=(), error=str(e))
+        return SnapshotResult(job=job.name, name="", taken=(), error=str(e), exit_code=e.exit_code)
 
 
 async def _take(job: Job, ctx: Context, dry_run: bool, clock: Callable[[], datetime]) -> SnapshotResult:

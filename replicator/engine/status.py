@@ -19,6 +19,7 @@ from replicator.core.model import Snapshot
 from replicator.core.planner import newest_common
 from replicator.engine.backends import source_half, target_half
 from replicator.engine.context import Context
+from replicator.engine.space import space_status
 
 
 async def _source_members(job: Job, ctx: Context) -> list[SourceMember]:
@@ -83,6 +84,7 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
         doc["last_snapshot"] = {"name": taken.newest.name, "time": _iso(taken.newest_time)}
     doc["future_snapshots"] = list(taken.future)
     doc["source_snapshots"] = sum(len(s) for s in sources.values())
+    doc["space"] = await space_status(job, ctx)
     for index, target in enumerate(job.targets):
         entry: dict[str, Any] = {"name": target.name, "where": target.where, "target_snapshots": None,
                                  "newest_common": None, "lag_seconds": None, "last_success": None,
