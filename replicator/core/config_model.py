@@ -97,12 +97,22 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class Notify:
+    """Commands run once when a job starts failing and once when it recovers (argv, no shell)."""
+
+    on_failure: tuple[str, ...] | None = None
+    on_recovery: tuple[str, ...] | None = None
+    timeout: int = 30                # seconds; then the command is killed
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     name: str
     source: Source
     targets: tuple[Target, ...]
     snapshot_prefix: str = "replicator"
     schedule: Schedule = Schedule()
+    notify: Notify | None = None     # None: the global [notify]; a key left out there too
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,7 @@ class Config:
     # /var/lib/replicator.
     state_dir: str | None = None
     daemon: Daemon = Daemon()
+    notify: Notify = Notify()
 
     def job(self, name: str) -> Job | None:
         return next((j for j in self.jobs if j.name == name), None)

@@ -70,11 +70,14 @@ class JobState:
 
 async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.CapacityLimiter,
                   overlap_lock: trio.Lock, zone: tzinfo, wall: Callable[[], datetime], *,
-                  retry_initial: float, retry_max: float) -> None:
+                  retry_initial: float, retry_max: float,
+                  on_change: Callable[[JobState, int], None] | None = None) -> None:
     """The loop of one job, until cancelled or asked to stop after its current run.
 
     With no snapshot schedule the job runs only when triggered. Without a replicate schedule,
-    it replicates right after each snapshot.
+    it replicates right after each snapshot. `on_change(state, failures before)` is called when
+    a snapshot or replication run starts a failing streak or ends one: once per change, not
+    once per retry.
     """
     schedule = job.schedule
     while not state.stop_after_run:
@@ -121,7 +124,11 @@ async def run_job(job: Job, state: JobState, actions: Actions, limiter: trio.Cap
                 await actions.verify(job)
                 state.last_verify = now
             state.running = None
+        failures_before = state.failures
         _after(state, ok, wall(), retry_initial, retry_max)
+        if on_change is not None and (snapshot_due or replicate_due) and \
+                (failures_before == 0) != (state.failures == 0):
+            on_change(state, failures_before)
         state.served = serving
         state.ran.set()
         state.ran = trio.Event()

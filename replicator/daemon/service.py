@@ -25,6 +25,7 @@ from replicator.core.config import Config, Job, parse_config
 from replicator.core.errors import ReplicatorError, StateError
 from replicator.daemon import metrics as daemon_metrics
 from replicator.daemon.live import Live
+from replicator.daemon.notifier import Notifier
 from replicator.daemon.scheduler import JobState, real_wall, run_job
 from replicator.daemon.trigger import triggered_run
 from replicator.engine.context import Context, open_context
@@ -55,6 +56,7 @@ class Daemon:
         self.limiter = trio.CapacityLimiter(config.daemon.max_parallel_jobs)
         self.wall = None
         self.live = Live()
+        self.notifier = Notifier(self)
         self.metrics: daemon_metrics.Metrics | None = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -129,7 +131,7 @@ class Daemon:
             try:
                 await run_job(job, state, self, self.limiter, lock, resolve_zone(job.schedule.timezone),
                               self.wall, retry_initial=self.config.daemon.retry_initial,
-                              retry_max=self.config.daemon.retry_max)
+                              retry_max=self.config.daemon.retry_max, on_change=self.notifier.changed)
             finally:
                 state.stopped = True
                 state.ran.set()   # a `trigger --wait` on it learns that no run will come

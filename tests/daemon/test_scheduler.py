@@ -200,3 +200,14 @@ async def test_a_failed_triggered_run_says_which_action_failed(autojump_clock):
         assert answer["exit_code"] == 0 and answer["result"] == "success"
         nursery.cancel_scope.cancel()
     assert await run_served(state, 2)
+
+
+async def test_on_change_is_called_once_when_failing_starts_and_once_when_it_ends(autojump_clock):
+    changes = []
+    state = JobState("tank")
+    with trio.move_on_after(86400):
+        await run_job(job(snapshot=parse_interval("1h")), state, Recorder(fail_replications=4),
+                      trio.CapacityLimiter(1), trio.Lock(), UTC, wall, retry_initial=60, retry_max=3600,
+                      on_change=lambda s, before: changes.append((trio.current_time(), s.failures, before)))
+    # Four failed runs in a row (the first, then retries after 60, 120, 240 s), then success.
+    assert changes == [(0, 1, 0), (60 + 120 + 240 + 480, 0, 4)]
