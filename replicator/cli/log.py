@@ -6,8 +6,8 @@ import argparse
 from datetime import datetime, timedelta, timezone
 
 from replicator.adapters.txlog import TxLog
+from replicator.cli.common import human_bytes, load_config, print_json
 from replicator.engine.context import txlog_of
-from replicator.cli.common import load_config, print_json
 from replicator.core.errors import EXIT_OK, EXIT_WARNING, UsageError
 from replicator.core.schedule import ScheduleSyntaxError, parse_interval
 
@@ -46,17 +46,32 @@ def handle(args: argparse.Namespace) -> int:
         print_json(records)
         return EXIT_OK
     for r in records:
-        where = " ".join(str(r[k]) for k in ("target", "source", "location", "snapshot") if r.get(k))
-        extra = []
-        if r.get("bytes") is not None:
-            extra.append(f"{r['bytes']} B")
-        if r.get("duration") is not None:
-            extra.append(f"{r['duration']} s")
-        if r.get("message"):
-            extra.append(str(r["message"]))
-        print(f"{r.get('time', '?')[:19]} {r.get('job', '-')} {r.get('type', '?')} "
-              f"{r.get('status', '?')} {where}" + (f" ({'; '.join(extra)})" if extra else ""))
+        print(describe(r))
     return EXIT_OK
+
+
+def describe(r: dict) -> str:
+    """One record as a line: what moved (full, or incremental from which parent, and how many
+    bytes) or what was destroyed, where, and why it failed."""
+    where = " ".join(str(r[k]) for k in ("side", "target", "source", "location", "destination") if r.get(k))
+    what = []
+    if r.get("type") == "send" and r.get("snapshot"):
+        kind = r.get("kind") or "send"
+        what.append(f"{kind} {r['snapshot']}" + (f" from {r['parent']}" if r.get("parent") else ""))
+    elif r.get("snapshots"):
+        destroyed = r["snapshots"] if isinstance(r["snapshots"], list) else [r["snapshots"]]
+        what.append(f"{len(destroyed)} snapshot(s): {', '.join(map(str, destroyed))}")
+    elif r.get("snapshot"):
+        what.append(str(r["snapshot"]))
+    extra = []
+    if isinstance(r.get("bytes"), int):
+        extra.append(human_bytes(r["bytes"]) + (f" {r['compress']}" if r.get("compress") else ""))
+    if r.get("duration") is not None:
+        extra.append(f"{r['duration']} s")
+    if r.get("message"):
+        extra.append(str(r["message"]))
+    return (f"{r.get('time', '?')[:19]} {r.get('job', '-')} {r.get('type', '?')} {r.get('status', '?')} "
+            f"{where}" + (f": {'; '.join(what)}" if what else "") + (f" ({'; '.join(extra)})" if extra else ""))
 
 
 def check(txlog: TxLog, as_json: bool) -> int:

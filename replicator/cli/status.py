@@ -12,6 +12,7 @@ from typing import Any
 
 from replicator.adapters import control
 from replicator.cli.common import human_bytes, load_config, print_json, run_async
+from replicator.cli.status_check import add_check_arguments, check
 from replicator.core.config import Config
 from replicator.core.errors import EXIT_OK, EXIT_WARNING
 from replicator.engine.context import open_context
@@ -20,15 +21,14 @@ from replicator.engine.status import survey
 
 def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("status", parents=[common], help="show jobs, targets, lag and transfers")
+    add_check_arguments(parser)
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    doc = control.request(control.socket_path(config.daemon.socket), {"cmd": "status"})
-    if doc is None or not doc.get("ok"):
-        doc = run_async(offline_status, config)
-    doc.pop("ok", None)
+    if args.check:
+        return check(args, lambda: status_doc(args))
+    doc = status_doc(args)
     if args.json:
         print_json(doc)
     else:
@@ -36,6 +36,16 @@ def handle(args: argparse.Namespace) -> int:
     failing = any(j.get("error") or j.get("future_snapshots") or (j.get("space") or {}).get("critical")
                   or any(t.get("last_error") for t in j["targets"]) for j in doc["jobs"])
     return EXIT_WARNING if failing else EXIT_OK
+
+
+def status_doc(args: argparse.Namespace) -> dict[str, Any]:
+    """The daemon's answer, or without a daemon one read from the filesystems and the log."""
+    config = load_config(args)
+    doc = control.request(control.socket_path(config.daemon.socket), {"cmd": "status"})
+    if doc is None or not doc.get("ok"):
+        doc = run_async(offline_status, config)
+    doc.pop("ok", None)
+    return doc
 
 
 async def offline_status(config: Config) -> dict[str, Any]:

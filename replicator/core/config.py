@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from replicator.core import names
 from replicator.core.compress import DEFAULT_LEVEL, LEVELS
-from replicator.core.config_model import (_NAME, WEEKDAYS, BtrfsSource, Config, Daemon, Host, Job,
+from replicator.core.config_model import (_NAME, WEEKDAYS, BtrfsSource, Config, Daemon, Host, Job, Notify,
                                           Resumable, Retention, Schedule, Source, Target, ZfsSource)
 from replicator.core.errors import ConfigError
 from replicator.core.hooks import NO_HOOKS, Hooks, parse_hooks
@@ -22,7 +22,7 @@ from replicator.core.schedule import MIN_INTERVAL, Rule, ScheduleSyntaxError, pa
 from replicator.core.space import parse_emergency, parse_min_free
 from replicator.core.space import parse_size as parse_bytes
 
-__all__ = ["BtrfsSource", "Config", "Daemon", "Host", "Job", "Retention", "Schedule", "Source", "Target",
+__all__ = ["BtrfsSource", "Config", "Daemon", "Host", "Job", "Notify", "Retention", "Schedule", "Source", "Target",
            "ZfsSource", "config_from_dict", "parse_bytes", "parse_config"]
 
 
@@ -104,7 +104,7 @@ class _Reader:
         return tuple(result)
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        top = self.table("", data, {"hosts", "job", "state_dir", "daemon", "hooks"})
+        top = self.table("", data, {"hosts", "job", "state_dir", "daemon", "hooks", "notify"})
         state_dir = self.get("", top, "state_dir", str, None)
         if state_dir is not None and not state_dir.startswith("/"):
             self.problem("state_dir", f"{state_dir!r} is relative: give an absolute path")
@@ -123,7 +123,8 @@ class _Reader:
             seen.add(job.name)
         return Config(hosts=hosts, jobs=jobs, state_dir=state_dir,
                       daemon=self.daemon("daemon", self.get("", top, "daemon", dict, {}) or {}),
-                      hooks=self.hooks("hooks", top))
+                      hooks=self.hooks("hooks", top),
+                      notify=self.notify("notify", self.get("", top, "notify", dict, {}) or {}))
 
     def hooks(self, path: str, table: Mapping[str, Any]) -> Hooks:
         if "hooks" not in table:
@@ -131,6 +132,20 @@ class _Reader:
         hooks, problems = parse_hooks(path, table["hooks"])
         self.problems.extend(problems)
         return hooks
+
+    def notify(self, path: str, value: Mapping[str, Any]) -> Notify:
+        t = self.table(path, value, {"on_failure", "on_recovery", "timeout"})
+        commands = {}
+        for key in ("on_failure", "on_recovery"):
+            argv = self.get(path, t, key, list, None)
+            if argv is not None and not (argv and all(isinstance(a, str) for a in argv)
+                                         and argv[0].startswith("/")):
+                self.problem(f"{path}.{key}", "give the command as a list, the program's absolute path "
+                             'first: ["/usr/local/bin/notify", "--to", "ops"] (it runs without a shell)')
+                argv = None
+            commands[key] = tuple(argv) if argv is not None else None
+        timeout = self.interval(path, t, "timeout", "30s")
+        return Notify(commands["on_failure"], commands["on_recovery"], timeout or 30)
 
     def daemon(self, path: str, value: Mapping[str, Any]) -> Daemon:
         t = self.table(path, value, {"max_parallel_jobs", "retry_initial", "retry_max", "socket",
@@ -227,7 +242,7 @@ class _Reader:
                     connect_timeout=float(timeout or 15.0))
 
     def job(self, path: str, value: Any, hosts: Mapping[str, Host]) -> Job | None:
-        t = self.table(path, value, {"name", "snapshot_prefix", "source", "target", "schedule", "hooks"})
+        t = self.table(path, value, {"name", "snapshot_prefix", "source", "target", "schedule", "hooks", "notify"})
         name = self.get(path, t, "name", str)
         if name is not None and not _NAME.fullmatch(name):
             self.problem(f"{path}.name", f"{name!r}: job names use 1-64 letters, digits, '_', '.' and '-'")
@@ -249,8 +264,10 @@ class _Reader:
         if name is None or source is None:
             return None
         schedule = self.schedule(f"{path}.schedule", self.get(path, t, "schedule", dict, {}) or {})
+        notify = self.get(path, t, "notify", dict, None)
         return Job(name=name, source=source, targets=targets, snapshot_prefix=prefix or "replicator",
-                   schedule=schedule, hooks=self.hooks(f"{path}.hooks", t))
+                   schedule=schedule, hooks=self.hooks(f"{path}.hooks", t),
+                   notify=self.notify(f"{path}.notify", notify) if notify is not None else None)
 
     def source(self, path: str, value: Any, hosts: Mapping[str, Host]) -> Source | None:
         if value is None:

@@ -104,6 +104,15 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class Notify:
+    """Commands run once when a job starts failing and once when it recovers (argv, no shell)."""
+
+    on_failure: tuple[str, ...] | None = None
+    on_recovery: tuple[str, ...] | None = None
+    timeout: int = 30                # seconds; then the command is killed
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     name: str
     source: Source
@@ -111,6 +120,7 @@ class Job:
     snapshot_prefix: str = "replicator"
     schedule: Schedule = Schedule()
     hooks: Hooks = NO_HOOKS          # run around this job's snapshot and replication
+    notify: Notify | None = None     # None: the global [notify]; a key left out there too
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +143,7 @@ class Config:
     state_dir: str | None = None
     daemon: Daemon = Daemon()
     hooks: Hooks = NO_HOOKS          # run around every job's, outside the job's own
+    notify: Notify = Notify()
 
     def job(self, name: str) -> Job | None:
         return next((j for j in self.jobs if j.name == name), None)

@@ -91,11 +91,14 @@ class Slots:
     overlap: trio.Lock
 
 
-async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pace: Pace) -> None:
+async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pace: Pace, *,
+                  on_change: Callable[[JobState, int], None] | None = None) -> None:
     """The loop of one job, until cancelled or asked to stop after its current run.
 
     With no snapshot schedule the job runs only when triggered. Without a replicate schedule,
-    it replicates right after each snapshot.
+    it replicates right after each snapshot. `on_change(state, failures before)` is called when
+    a snapshot or replication run starts a failing streak or ends one: once per change, not
+    once per retry.
     """
     schedule, zone, wall = job.schedule, pace.zone, pace.wall
     while not state.stop_after_run:
@@ -142,7 +145,11 @@ async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pac
                 await actions.verify(job)
                 state.last_verify = now
             state.running = None
+        failures_before = state.failures
         _after(state, ok, wall(), pace.retry_initial, pace.retry_max)
+        if on_change is not None and (snapshot_due or replicate_due) and \
+                (failures_before == 0) != (state.failures == 0):
+            on_change(state, failures_before)
         state.served = serving
         state.ran.set()
         state.ran = trio.Event()

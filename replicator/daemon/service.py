@@ -25,6 +25,7 @@ from replicator.core.config import Config, Job, parse_config
 from replicator.core.errors import ReplicatorError, StateError
 from replicator.daemon import metrics as daemon_metrics
 from replicator.daemon.live import Live
+from replicator.daemon.notifier import Notifier
 from replicator.daemon.scheduler import JobState, Pace, Slots, real_wall, run_job
 from replicator.daemon.trigger import triggered_run
 from replicator.engine.context import Context, open_context
@@ -54,6 +55,7 @@ class Daemon:
         self.limiter = trio.CapacityLimiter(config.daemon.max_parallel_jobs)
         self.wall = None
         self.live = Live()
+        self.notifier = Notifier(self)
         self.metrics: daemon_metrics.Metrics | None = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -128,7 +130,7 @@ class Daemon:
             pace = Pace(resolve_zone(job.schedule.timezone), self.wall, self.config.daemon.retry_initial,
                         self.config.daemon.retry_max)
             try:
-                await run_job(job, state, self, Slots(self.limiter, lock), pace)
+                await run_job(job, state, self, Slots(self.limiter, lock), pace, on_change=self.notifier.changed)
             finally:
                 state.stopped = True
                 state.ran.set()   # a `trigger --wait` on it learns that no run will come

@@ -225,3 +225,14 @@ async def test_a_target_deferred_by_a_person_is_retried_soon_without_growing_the
     # Each deferral waits retry_initial (60 s) again: no doubling, no failure counted.
     assert actions.replications == [BASE + timedelta(seconds=s) for s in (0, 60, 120, 180, 240)]
     assert state.failures == 0 and state.last_error is None and state.retry_at is None
+
+
+async def test_on_change_is_called_once_when_failing_starts_and_once_when_it_ends(autojump_clock):
+    changes = []
+    state = JobState("tank")
+    with trio.move_on_after(86400):
+        await run_job(job(snapshot=parse_interval("1h")), state, Recorder(fail_replications=4),
+                      Slots(trio.CapacityLimiter(1), trio.Lock()), Pace(UTC, wall, retry_initial=60, retry_max=3600),
+                      on_change=lambda s, before: changes.append((trio.current_time(), s.failures, before)))
+    # Four failed runs in a row (the first, then retries after 60, 120, 240 s), then success.
+    assert changes == [(0, 1, 0), (60 + 120 + 240 + 480, 0, 4)]
