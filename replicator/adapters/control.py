@@ -6,7 +6,6 @@ can answer `replicator status` in our name, or hear our triggers. We refuse to s
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -17,17 +16,15 @@ from typing import Any, Awaitable, Callable
 import structlog
 import trio
 
+from replicator.adapters.control_client import request, socket_path
 from replicator.core.errors import ReplicatorError, UsageError
 
 log = structlog.get_logger()
 
 MAX_REQUEST = 64 << 10
+__all__ = ["check_directory", "request", "serve", "socket_path"]
+
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-def socket_path(configured: str | None) -> Path:
-    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    return Path(configured or (f"{runtime}/control.sock" if runtime else "/run/replicator/control.sock"))
 
 
 def check_directory(directory: Path) -> None:
@@ -159,24 +156,3 @@ async def _answer(stream: trio.SocketStream, handler: Handler) -> None:
             await stream.send_all(json.dumps(response, default=str).encode() + b"\n")
         except trio.BrokenResourceError:
             pass
-
-
-def request(path: Path, payload: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any] | None:
-    """Ask the daemon; None when no daemon listens there."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(str(path))
-        except OSError as e:
-            if e.errno in (errno.ENOENT, errno.ECONNREFUSED):
-                return None
-            raise UsageError(f"cannot talk to the daemon at {path}: {e.strerror}",
-                             hint="run as the daemon's user or root") from None
-        sock.sendall(json.dumps(payload).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data or b"{}")

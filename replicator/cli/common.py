@@ -8,15 +8,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
-
-import trio
-import trio_asyncio
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
 
 from replicator.core.config import Config, Job, parse_config
 from replicator.core.errors import ConfigError, UsageError, unwrap
 from replicator.core.space import human as human_bytes
-from replicator.engine.context import Context, open_context
+
+if TYPE_CHECKING:
+    from replicator.engine.context import Context
 
 T = TypeVar("T")
 
@@ -52,6 +51,12 @@ def select_jobs(config: Config, wanted: Sequence[str]) -> list[Job]:
 
 def run_async(fn: Callable[..., Awaitable[int]], *args: Any) -> int:
     """Run `fn` under trio with an asyncio loop beside it, which asyncssh needs."""
+    # Imported here: a command that only asks the daemon (status, trigger) starts without them.
+    import trio
+    import trio_asyncio
+
+    from replicator import logsetup
+    logsetup.ensure()
 
     async def main() -> int:
         async with trio_asyncio.open_loop():
@@ -67,9 +72,10 @@ def run_async(fn: Callable[..., Awaitable[int]], *args: Any) -> int:
         raise error from None
 
 
-def with_context(args: argparse.Namespace, work: Callable[[Context, list[Job]], Awaitable[T]],
+def with_context(args: argparse.Namespace, work: Callable[["Context", list[Job]], Awaitable[T]],
                  jobs: Sequence[str] | None = None) -> T:
     """Load the config, pick the jobs named on the command line (or `jobs`), run `work` on them."""
+    from replicator.engine.context import open_context
     config = load_config(args)
     jobs = select_jobs(config, args.jobs if jobs is None else jobs)
 

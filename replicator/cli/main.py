@@ -22,7 +22,9 @@ class Subcommand(NamedTuple):
     name: str
     module: str          # under replicator.cli
     help: str
-    logs: bool = True    # configures structlog; serve logs to syslog and its --log file only
+    # "yes": structlog is configured before the handler; "deferred": only once the handler goes
+    # into the engine (logsetup.ensure); "no": serve logs to syslog and its --log file only.
+    logs: str = "yes"
 
 
 SUBCOMMANDS = (
@@ -32,8 +34,8 @@ SUBCOMMANDS = (
     Subcommand("prune", "prune", "destroy snapshots that retention no longer keeps"),
     Subcommand("run", "run", "snapshot, replicate, then prune"),
     Subcommand("daemon", "daemon", "run the jobs on their schedules until SIGTERM (SIGHUP reloads)"),
-    Subcommand("status", "status", "show jobs, targets, lag and transfers"),
-    Subcommand("trigger", "trigger", "run a job in the daemon now"),
+    Subcommand("status", "status", "show jobs, targets, lag and transfers", logs="deferred"),
+    Subcommand("trigger", "trigger", "run a job in the daemon now", logs="deferred"),
     Subcommand("log", "log", "show the transaction log"),
     Subcommand("restore", "restore", "receive a snapshot back from a target, to a new place or in place"),
     Subcommand("verify", "verify", "compare the newest common snapshot on source and targets, file by file"),
@@ -41,7 +43,7 @@ SUBCOMMANDS = (
     Subcommand("demo", "demo", "replicate btrfs and ZFS over loopback ssh on throwaway pools"),
     Subcommand("import-btrbk", "import_btrbk",
                "print a config.toml equivalent to a btrbk.conf, with a comment per option left out"),
-    Subcommand("serve", "serve", "restricted endpoint for an authorized_keys forced command", logs=False),
+    Subcommand("serve", "serve", "restricted endpoint for an authorized_keys forced command", logs="no"),
 )
 
 EPILOG = """exit codes:
@@ -84,10 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     sub = chosen(argv)
     args = build_parser([sub] if sub else []).parse_args(argv)
-    if sub is not None and sub.logs:
+    if sub is not None and sub.logs != "no":
         from replicator import logsetup
         quiet = getattr(args, "log_level", "warning")
-        logsetup.configure((quiet, "info", "debug")[min(args.verbose, 2)])
+        level = (quiet, "info", "debug")[min(args.verbose, 2)]
+        (logsetup.defer if sub.logs == "deferred" else logsetup.configure)(level)
     try:
         return args.handler(args)
     except ReplicatorError as e:

@@ -10,17 +10,20 @@ import argparse
 from datetime import datetime, timezone
 from typing import Any
 
-from replicator.adapters import control
+import textwrap
+
+from replicator.adapters import control_client as control
 from replicator.cli.common import human_bytes, load_config, print_json, run_async
 from replicator.cli.status_check import add_check_arguments, check
 from replicator.core.config import Config
 from replicator.core.errors import EXIT_OK, EXIT_WARNING
-from replicator.engine.context import open_context
-from replicator.engine.status import survey
 
 
 def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("status", parents=[common], help="show jobs, targets, lag and transfers")
+    parser.add_argument("--refresh", action="store_true",
+                        help="have the daemon list every source and target again (default: what it "
+                             "listed after each run, with the transfers under way)")
     add_check_arguments(parser)
     parser.set_defaults(handler=handle)
 
@@ -41,7 +44,9 @@ def handle(args: argparse.Namespace) -> int:
 def status_doc(args: argparse.Namespace) -> dict[str, Any]:
     """The daemon's answer, or without a daemon one read from the filesystems and the log."""
     config = load_config(args)
-    doc = control.request(control.socket_path(config.daemon.socket), {"cmd": "status"})
+    doc = control.request(control.socket_path(config.daemon.socket),
+                          {"cmd": "status", "refresh": bool(getattr(args, "refresh", False))},
+                          timeout=300.0 if getattr(args, "refresh", False) else 30.0)
     if doc is None or not doc.get("ok"):
         doc = run_async(offline_status, config)
     doc.pop("ok", None)
@@ -49,6 +54,8 @@ def status_doc(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def offline_status(config: Config) -> dict[str, Any]:
+    from replicator.engine.context import open_context
+    from replicator.engine.status import survey
     async with open_context(config) as ctx:
         jobs = []
         for job in config.jobs:
@@ -89,12 +96,33 @@ def _space_lines(space: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _wrapped(text: str, mark: str = "!") -> list[str]:
+    """An error in full, wrapped to 80 columns: the end of a message is often its advice."""
+    return textwrap.wrap(" ".join(str(text).split()), width=80, initial_indent=f"    {mark} ",
+                         subsequent_indent="      ", break_long_words=True, break_on_hyphens=False)
+
+
+def _daemon_lines(daemon: dict[str, Any], now: datetime) -> list[str]:
+    if not daemon.get("running"):
+        return ["daemon: not running (status read from the filesystems and the log)"]
+    lines = [f"daemon: running, pid {daemon['pid']}"]
+    reload = daemon.get("reload")
+    if reload and reload.get("ok"):
+        lines[0] += f", config reloaded {_since(reload['time'], now)}"
+    elif reload:
+        lines[0] += f", reload REJECTED {_since(reload['time'], now)} (old config runs):"
+        lines += _wrapped(reload.get("error") or "")
+    return lines
+
+
+def _since(iso: str, now: datetime) -> str:
+    return f"{_age(max(0, int((now - datetime.fromisoformat(iso)).total_seconds())))} ago"
+
+
 def render(doc: dict[str, Any], now: datetime | None = None) -> str:
-    """The status as a table that fits 80 columns."""
+    """The status as a table that fits 80 columns; errors in full below their row."""
     now = now or datetime.now(timezone.utc)
-    daemon = doc["daemon"]
-    lines = [f"daemon: running, pid {daemon['pid']}" if daemon.get("running")
-             else "daemon: not running (status read from the filesystems and the log)"]
+    lines = _daemon_lines(doc["daemon"], now)
     lines.append(f"{'JOB / TARGET':<22} {'SNAPS':>6} {'LAG':>5} {'NEXT':>8}  STATE")
     for job in doc["jobs"]:
         last = job.get("last_snapshot")
@@ -105,32 +133,36 @@ def render(doc: dict[str, Any], now: datetime | None = None) -> str:
         state = job.get("running") or ("CRITICAL" if space.get("critical") else "ERROR" if job.get("error")
                                        else "ok")
         lines.append(f"{job['name'][:22]:<22} {job['source_snapshots']:>6} {_age(last_age):>5} "
-                     f"{_when(job.get('next_snapshot'), now):>8}  {state}")
+                     f"{_when(job.get('next_snapshot'), now):>8}  {state}"[:80])
         lines.extend(_space_lines(space))
         if job.get("error"):
-            lines.append(f"    ! {job['error'][:72]}")
+            lines += _wrapped(job["error"])
         if job.get("future_snapshots"):
             future = job["future_snapshots"]
-            lines.append(f"    ! {len(future)} dated in the future (kept, not scheduled by): {future[0]}")
+            lines += _wrapped(f"{len(future)} dated in the future (kept, not scheduled by): {future[0]}")
         for t in job["targets"]:
-            count = "-" if t["target_snapshots"] is None else str(t["target_snapshots"])
+            stale = "*" if t.get("stale_since") else ""
+            count = "-" if t["target_snapshots"] is None else f"{t['target_snapshots']}{stale}"
             transfer = t.get("transfer")
             if transfer:
                 state = f"sending {human_bytes(transfer['bytes'])} at {human_bytes(transfer['rate'])}/s"
                 if transfer.get("eta_seconds") is not None:
                     state += f" ETA {_age(transfer['eta_seconds'])}"
             else:
-                state = "ERROR" if t.get("last_error") else "ok"
-            lines.append(f"  {t['name'][:20]:<20} {count:>6} {_age(t['lag_seconds']):>5} "
-                         f"{_when(job.get('next_replicate') or job.get('next_snapshot'), now):>8}  {state}")
+                state = ("DOWN" if stale else "ERROR") if t.get("last_error") else "ok"
+            lag = _age(t["lag_seconds"]) + (stale if t["lag_seconds"] is not None else "")
+            lines.append(f"  {t['name'][:20]:<20} {count:>6} {lag:>5} "
+                         f"{_when(job.get('next_replicate') or job.get('next_snapshot'), now):>8}  {state}"[:80])
+            if stale:
+                lines.append(f"    * last known {_since(t['stale_since'], now)}: the target cannot be listed now")
             if t.get("last_error"):
-                lines.append(f"    ! {t['last_error'][:72]}")
+                lines += _wrapped(t["last_error"])
             verified = t.get("last_verify") or {}
             if verified.get("status") in ("failed", "busy"):
-                lines.append(f"    verify {verified['status']}: {(verified.get('message') or '')[:60]}")
+                lines += _wrapped(f"verify {verified['status']}: {verified.get('message') or ''}", mark=" ")
             restored = t.get("last_restore")
             if restored:
                 lines.append(f"    restored {restored.get('source')}@{restored.get('snapshot')} "
                              f"{'in place' if restored.get('in_place') else 'to ' + str(restored.get('destination'))}"
                              f": {restored.get('status')}")
-    return "\n".join(line[:80] for line in lines)
+    return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from replicator.adapters import control
+from replicator.adapters import control_client as control
 from replicator.cli.common import load_config, print_json
 from replicator.core.errors import EXIT_OK, UsageError
 

@@ -92,13 +92,14 @@ class Slots:
 
 
 async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pace: Pace, *,
-                  on_change: Callable[[JobState, int], None] | None = None) -> None:
+                  on_change: Callable[[JobState, int], None] | None = None,
+                  after_run: Callable[[JobState], None] | None = None) -> None:
     """The loop of one job, until cancelled or asked to stop after its current run.
 
     With no snapshot schedule the job runs only when triggered. Without a replicate schedule,
     it replicates right after each snapshot. `on_change(state, failures before)` is called when
     a snapshot or replication run starts a failing streak or ends one: once per change, not
-    once per retry.
+    once per retry; `after_run(state)` after every run, once it no longer counts as running.
     """
     schedule, zone, wall = job.schedule, pace.zone, pace.wall
     while not state.stop_after_run:
@@ -150,6 +151,8 @@ async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pac
         if on_change is not None and (snapshot_due or replicate_due) and \
                 (failures_before == 0) != (state.failures == 0):
             on_change(state, failures_before)
+        if after_run is not None:
+            after_run(state)
         state.served = serving
         state.ran.set()
         state.ran = trio.Event()

@@ -56,6 +56,7 @@ class Daemon:
         self.wall = None
         self.live = Live()
         self.notifier = Notifier(self)
+        self.last_reload: dict[str, Any] | None = None
         self.metrics: daemon_metrics.Metrics | None = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -130,7 +131,8 @@ class Daemon:
             pace = Pace(resolve_zone(job.schedule.timezone), self.wall, self.config.daemon.retry_initial,
                         self.config.daemon.retry_max)
             try:
-                await run_job(job, state, self, Slots(self.limiter, lock), pace, on_change=self.notifier.changed)
+                await run_job(job, state, self, Slots(self.limiter, lock), pace, on_change=self.notifier.changed,
+                              after_run=self._after_run)
             finally:
                 state.stopped = True
                 state.ran.set()   # a `trigger --wait` on it learns that no run will come
@@ -157,7 +159,6 @@ class Daemon:
             self._note(job, "; ".join(cycle.errors) or None)
             if job.name in self.states and any(r.status == "deferred" for r in cycle.replication):
                 self.states[job.name].deferred = True
-            systemd.notify(f"STATUS={self.summary()}")
             return cycle.ok
         return False
 
@@ -166,8 +167,6 @@ class Daemon:
         with self._state_errors(job):
             # doing="": the daemon's own verify is no person's, which a replication would wait out.
             results = await verify_job(job, self.ctx, sample=job.schedule.verify_sample, doing="")
-            if self.metrics:
-                self.metrics.poke()
             return all(r.ok or r.busy for r in results)
         return False
 
@@ -190,6 +189,12 @@ class Daemon:
         if self.metrics:
             self.metrics.poke()
 
+    def _after_run(self, state: JobState) -> None:
+        # Here, not inside the run: the job no longer counts as running.
+        systemd.notify(f"STATUS={self.summary()}")
+        if self.metrics:
+            self.metrics.poke()
+
     # -- signals, reload, watchdog ---------------------------------------------------------------
 
     async def watch_signals(self, scope: trio.CancelScope) -> None:
@@ -208,6 +213,7 @@ class Daemon:
         try:
             new = parse_config(self.config_path.read_text(encoding="utf-8"), origin=str(self.config_path))
         except (ReplicatorError, OSError) as e:
+            self.last_reload = {"time": _iso(datetime.now(timezone.utc)), "ok": False, "error": str(e)}
             log.error("reload rejected; the running config stays", config=str(self.config_path), error=str(e))
             systemd.notify("READY=1", f"STATUS=reload rejected: {str(e).splitlines()[0]}")
             return
@@ -224,6 +230,8 @@ class Daemon:
         for name, job in wanted.items():
             if name not in self.jobs:
                 await self.start_job(job)
+        self.live.keep_only(set(wanted))
+        self.last_reload = {"time": _iso(datetime.now(timezone.utc)), "ok": True, "error": None}
         log.info("config reloaded", jobs=len(new.jobs))
         systemd.notify("READY=1", f"STATUS={self.summary()}")
 
@@ -271,7 +279,7 @@ class Daemon:
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         command = request.get("cmd")
         if command == "status":
-            return {"ok": True, **await self.status()}
+            return {"ok": True, **await self.status(refresh=bool(request.get("refresh")))}
         if command == "trigger":
             name = request.get("job")
             if name not in self.states:
@@ -283,11 +291,14 @@ class Daemon:
             return await triggered_run(state, ticket)
         return {"ok": False, "error": f"unknown request {command!r}: use status or trigger"}
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self, refresh: bool = False) -> dict[str, Any]:
+        """From what the daemon last listed (after each run), unless `refresh`: then it lists again."""
         assert self.ctx is not None
         jobs = []
         for name, job in self.jobs.items():
-            doc = await survey(job, self.ctx)
+            if refresh or name not in self.live.surveys:
+                await self.live.refresh(job, self.ctx)
+            doc = self.live.doc(name, datetime.now(timezone.utc)) or await survey(job, self.ctx)
             state = self.states.get(name)
             if state:
                 doc.update(next_snapshot=_iso(state.next_snapshot), next_replicate=_iso(state.next_replicate),
@@ -301,7 +312,7 @@ class Daemon:
                         target["transfer"] = transfer_doc(progress)
             jobs.append(doc)
         return {"daemon": {"running": True, "pid": os.getpid(), "since": self.started.isoformat(),
-                           "config": str(self.config_path)}, "jobs": jobs}
+                           "config": str(self.config_path), "reload": self.last_reload}, "jobs": jobs}
 
 
 def transfer_doc(progress) -> dict[str, Any]:

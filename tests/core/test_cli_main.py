@@ -64,3 +64,8 @@ def test_an_unknown_subcommand_is_a_usage_error(capsys):
         main.main(["snapshots"])
     assert stop.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_status_and_trigger_reach_the_daemon_without_the_engine():
+    # The engine, trio and structlog come only when status answers without a daemon.
+    assert imported_after("import replicator.cli.status, replicator.cli.trigger") == []

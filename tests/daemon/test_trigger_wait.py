@@ -11,14 +11,20 @@ from test_daemon_process import Daemon, config_text, pools  # noqa: E402,F401
 from support import cli, run, tree_digest  # noqa: E402
 
 
+def triggered_only(src: Path, dst: Path, tmp_path: Path, **options) -> tuple[Path, Daemon]:
+    """A ready daemon whose job has no schedule: it runs only when triggered."""
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(src, dst, tmp_path / "state", **options)
+                      .replace('[job.schedule]\nevery = "1h"\n', ""))
+    daemon = Daemon(config)
+    daemon.messages_until("READY=1")
+    return config, daemon
+
+
 def test_trigger_wait_returns_the_runs_result(pools, tmp_path):
     src, dst = pools
-    config = tmp_path / "config.toml"
-    # No schedule: the job runs only when triggered.
-    config.write_text(config_text(src, dst, tmp_path / "state").replace('[job.schedule]\nevery = "1h"\n', ""))
-    daemon = Daemon(config)
+    config, daemon = triggered_only(src, dst, tmp_path)
     try:
-        daemon.messages_until("READY=1")
         done = cli(config, "trigger", "home", "--wait", "--json")
         assert done.code == 0, done.out + done.err + daemon.log()
         assert done.json == {"ok": True, "triggered": "home", "result": "success", "error": None, "exit_code": 0}
