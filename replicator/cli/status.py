@@ -55,13 +55,9 @@ def status_doc(args: argparse.Namespace) -> dict[str, Any]:
 
 async def offline_status(config: Config) -> dict[str, Any]:
     from replicator.engine.context import open_context
-    from replicator.engine.status import survey
+    from replicator.engine.status import job_document, survey
     async with open_context(config) as ctx:
-        jobs = []
-        for job in config.jobs:
-            doc = await survey(job, ctx)
-            doc.update(next_snapshot=None, next_replicate=None, next_verify=None, running=None, retry_at=None)
-            jobs.append(doc)
+        jobs = [job_document(await survey(job, ctx)) for job in config.jobs]
     return {"daemon": {"running": False}, "jobs": jobs}
 
 

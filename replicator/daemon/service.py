@@ -31,7 +31,7 @@ from replicator.daemon.trigger import triggered_run
 from replicator.engine.context import Context, open_context
 from replicator.adapters.clock import resolve_zone
 from replicator.engine.cycle import run_cycle
-from replicator.engine.status import dated, source_snapshots, survey
+from replicator.engine.status import Schedule, Transfer, dated, job_document, source_snapshots, survey
 from replicator.engine.verify import verify_job
 
 log = structlog.get_logger()
@@ -298,27 +298,14 @@ class Daemon:
         for name, job in self.jobs.items():
             if refresh or name not in self.live.surveys:
                 await self.live.refresh(job, self.ctx)
-            doc = self.live.doc(name, datetime.now(timezone.utc)) or await survey(job, self.ctx)
+            surveyed = self.live.doc(name, datetime.now(timezone.utc)) or await survey(job, self.ctx)
             state = self.states.get(name)
-            if state:
-                doc.update(next_snapshot=_iso(state.next_snapshot), next_replicate=_iso(state.next_replicate),
-                           next_verify=_iso(state.next_verify),
-                           running=state.running, error=state.last_error or doc["error"],
-                           retry_at=_iso(state.retry_at))
-            for target in doc["targets"]:
-                label = f"{name}/{target['name']} "
-                for progress in self.ctx.active:
-                    if progress.label.startswith(label):
-                        target["transfer"] = transfer_doc(progress)
+            schedule = Schedule(state.next_snapshot, state.next_replicate, state.next_verify, state.running,
+                                state.last_error, state.retry_at) if state else Schedule()
+            doc = job_document(surveyed, schedule, [Transfer.of(p) for p in self.ctx.active])
             jobs.append(doc)
         return {"daemon": {"running": True, "pid": os.getpid(), "since": self.started.isoformat(),
                            "config": str(self.config_path), "reload": self.last_reload}, "jobs": jobs}
-
-
-def transfer_doc(progress) -> dict[str, Any]:
-    eta = progress.eta
-    return {"label": progress.label, "bytes": progress.bytes, "expected": progress.expected,
-            "rate": round(progress.rate), "eta_seconds": round(eta) if eta is not None else None}
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -7,7 +7,7 @@ only it knows: the next runs and the transfers under way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
@@ -122,6 +122,52 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
             entry["lag_seconds"] = (max(0, int((now - common_time).total_seconds()))
                                     if common_time else None)
         doc["targets"].append(entry)
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """What only a running daemon knows of a job: its next runs, what runs now, its own last
+    error and the retry it waits for. Without a daemon, all None."""
+
+    next_snapshot: datetime | None = None
+    next_replicate: datetime | None = None
+    next_verify: datetime | None = None
+    running: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A stream under way, as status shows it: bytes so far, expected size, rate and ETA."""
+
+    label: str
+    bytes: int
+    expected: int | None
+    rate: int
+    eta_seconds: int | None
+
+    @classmethod
+    def of(cls, progress: Any) -> "Transfer":
+        eta = progress.eta
+        return cls(progress.label, progress.bytes, progress.expected, round(progress.rate),
+                   round(eta) if eta is not None else None)
+
+
+def job_document(surveyed: dict[str, Any], schedule: Schedule = Schedule(),
+                 transfers: Iterable[Transfer] = ()) -> dict[str, Any]:
+    """The one place a job's status document is put together, with or without a daemon: what
+    was surveyed (the filesystems and the log, now or at the daemon's last run), the daemon's
+    schedule, and each target's transfer under way (matched by its label, JOB/TARGET ...)."""
+    doc = dict(surveyed, next_snapshot=_iso(schedule.next_snapshot),
+               next_replicate=_iso(schedule.next_replicate), next_verify=_iso(schedule.next_verify),
+               running=schedule.running, error=schedule.error or surveyed.get("error"),
+               retry_at=_iso(schedule.retry_at))
+    transfers = tuple(transfers)
+    doc["targets"] = [dict(target, transfer=next(
+        (asdict(t) for t in transfers if t.label.startswith(f"{surveyed['name']}/{target['name']} ")),
+        target.get("transfer"))) for target in surveyed.get("targets", ())]
     return doc
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from replicator.adapters.stream import Progress
 from replicator.cli.progress import _describe
-from replicator.daemon.service import transfer_doc
+from replicator.engine.status import Transfer
+
+
+def transfer_doc(progress: Progress) -> dict:
+    return asdict(Transfer.of(progress))
 
 
 class FakeClock:
