@@ -14,6 +14,7 @@ from replicator.core import names
 from replicator.core.config import BtrfsSource, Job, Target
 from replicator.adapters.skip import PREFIX_MISMATCH
 from replicator.adapters.spool import Spool
+from replicator.core.endpoint import SKIP
 from replicator.core.errors import CommandError
 from replicator.core.planner import ConflictKind, Plan, Step, plan
 from replicator.engine import restored
@@ -85,7 +86,7 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
                           guard=lambda argv: receiving(job, argv))
             if await _spool_this_attempt(target, entry, spool, interrupted or set(), starved):
                 try:
-                    return await spooled(ctx, label, target, src, send, spool)
+                    return await spooled(ctx, label, target, src, send, spool, skip_at_sender=skip_at_sender)
                 except NoRoomToSpool as e:
                     log.warning("no room on the target for the spool and the received copy; streaming "
                                 "directly", label=label, error=str(e))
@@ -197,13 +198,16 @@ async def _remove_unfinished(remote: Btrfs, target: Target, entry: str) -> None:
         await remote.delete([f"{target.path}/{entry}"])
 
 
-async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: list[str], spool: Spool) -> int:
+async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: list[str], spool: Spool, *,
+                  skip_at_sender: bool = False) -> int:
     """Stream into a spool file on the target, then `btrfs receive -f` it there.
 
     btrfs cannot resume a receive, but a spool can grow: after an interruption the next attempt
     sends only what the spool lacks (the same snapshots give the same stream; the prefix is
     checked by hash before it is skipped). The spool lives on the target filesystem and is
-    removed once received. Returns the bytes sent in this attempt."""
+    removed once received. `skip_at_sender`: `src` is a `serve` endpoint (a restore), which drops
+    the prefix itself (`replicator-skip`), so that it does not cross the link again. Returns the
+    bytes sent in this attempt."""
     await spool.prepare()
     have = await spool.size()
     sender_runner, sender = src, send
@@ -212,9 +216,9 @@ async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: l
         # The skipper runs here and wraps the sender wherever that runs (ssh for pull mode). A
         # compressed stream is compressed after the skipper and decompressed before the spool
         # writer, so the spool, its size and its hash are the uncompressed stream's.
-        sender_runner = ctx.local
-        sender = [sys.executable, "-m", "replicator.adapters.skip", "--bytes", str(have), "--sha256", digest,
-                  "--", *src.stream_argv(send)]
+        sender_runner = src if skip_at_sender else ctx.local
+        sender = ([SKIP] if skip_at_sender else [sys.executable, "-m", "replicator.adapters.skip"]) + [
+            "--bytes", str(have), "--sha256", digest, "--", *(send if skip_at_sender else src.stream_argv(send))]
         log.info("resuming a btrfs stream from its spool", label=label, offset=have)
     try:
         moved = await stream(ctx, label, target, sender_runner, sender, spool.runner,
@@ -223,7 +227,7 @@ async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: l
         if _out_of_space(e):
             await spool.remove()
             raise NoRoomToSpool(f"the spool of {label} filled {target.where}: {e.message}") from None
-        if not (have and e.status == PREFIX_MISMATCH and e.argv[:1] == (sys.executable,)):
+        if not (have and e.status == PREFIX_MISMATCH and e.argv[:1] in ((sys.executable,), (SKIP,))):
             raise
         log.warning("the spool does not match the stream; starting it over", label=label, spool=spool.path)
         await spool.remove()

@@ -183,7 +183,7 @@ def test_serve_answers_the_probe_and_refuses_a_bad_configuration(tmp_path):
     assert json.loads(answer.stdout) == {"endpoint": "replicator", "version": answer_version(),
                                          "role": "send", "roots": ["backup/hostA", str(tmp_path)],
                                          "snapshot_prefixes": ["replicator"], "prune": True,
-                                         "decompress": False}
+                                         "decompress": False, "restore": False}
     bad = serve(tmp_path, "replicator-endpoint", "/", "pool/a@b")
     assert bad.returncode == 2 and "every path" in bad.stderr and "snapshot" in bad.stderr
 
@@ -296,8 +296,15 @@ HOSTILE = [
     ("touch {outside}/pwned", "not a command"),
     ("sh -c 'touch {outside}/pwned'", "not a command"),
     ("zfs rename {zroot}/tank/data {pool}/stolen", "not a command"),
-    ("zfs send {zroot}/tank/data@{SNAP}", "only for role send"),
-    ("btrfs send -- {droot}/home@{SNAP}", "only for role send"),
+    # restore reads back full streams of what lies below the roots, nothing else
+    ("zfs send {pool}/canary@{SNAP}", "outside the roots"),
+    ("zfs send -R {zroot}/tank/data@{SNAP}", "not accepted"),
+    ("zfs send -i {zroot}/tank/data@manual {zroot}/tank/data@{SNAP}", "not accepted"),
+    ("btrfs send -- {fs}/canary/data@{SNAP}", "outside the roots"),
+    ("btrfs send -- {droot}/escape/data@{SNAP}", "resolves to"),
+    ("btrfs send -p {droot}/home@{SNAP} -- {droot}/home@{SNAP}", "not accepted"),
+    ("replicator-manifest --dir {droot}/escape/data@{SNAP}", "resolves to"),
+    ("replicator-manifest --zfs {pool}/canary@{SNAP}", "outside the roots"),
     ("btrfs property set -ts {droot}/home@{SNAP} ro false", "not a command"),
     # outside the roots, by name, by '..', by a symlink
     ("zfs create -p {pool}/pwned", "outside the roots"),
