@@ -86,7 +86,7 @@ async def btrfs_target(job: Job, source: BtrfsSource, target: Target, runner: Ru
                           guard=lambda argv: receiving(job, argv))
             if await _spool_this_attempt(target, entry, spool, interrupted or set(), starved):
                 try:
-                    return await spooled(ctx, label, target, src, send, spool, skip_at_sender=skip_at_sender)
+                    return await spooled(ctx, label, target, src, send, spool)
                 except NoRoomToSpool as e:
                     log.warning("no room on the target for the spool and the received copy; streaming "
                                 "directly", label=label, error=str(e))
@@ -231,7 +231,7 @@ async def spooled(ctx: Context, label: str, target: Target, src: Runner, send: l
             raise
         log.warning("the spool does not match the stream; starting it over", label=label, spool=spool.path)
         await spool.remove()
-        return await spooled(ctx, label, target, src, send, spool)
+        return await spooled(ctx, label, target, src, send, spool, skip_at_sender=skip_at_sender)
     crashpoint("after-spool")
     try:
         await spool.receive()
