@@ -63,7 +63,8 @@ def main() -> int:
         work = workdir("bench-restore-")
         stack.callback(remove_workdir, work)
         server = stack.enter_context(loopback_sshd(work))
-        src = stack.enter_context(loop_btrfs(work, size_mb=2 * (size >> 20) + 1024, label="bench-src"))
+        # The data, and its restore: spooled, the stream and the received copy side by side.
+        src = stack.enter_context(loop_btrfs(work, size_mb=3 * (size >> 20) + 1536, label="bench-src"))
         dst = stack.enter_context(loop_btrfs(work, size_mb=(size >> 20) + 1024, label="bench-dst"))
         root = stack.enter_context(subvolume_mount(dst, dst / "backup" / "hostA"))
         restrict(server, root, work / "locks")

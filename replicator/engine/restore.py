@@ -278,12 +278,16 @@ async def _btrfs_stream(ctx: Context, job: Job, target: Target, sender: Runner, 
     if target.resumable is not False:
         # Restore streams are not compressed: the endpoint sends them as they are.
         plain = dataclasses.replace(target, compress_level=None)
+        local, path = Btrfs(receiver), posixpath.join(directory, entry)
+        existed = await local.exists(path)
         try:
             return await spooled(ctx, f"{job.name}/{target.name} restore {entry}", plain, sender, send,
                                  Spool(receiver, directory, entry, None),
                                  skip_at_sender=await ctx.endpoint(target.host) is not None)
         except NoRoomToSpool as e:
             log.warning("no room to spool the restore; streaming it directly", entry=entry, error=str(e))
+            if not existed and await local.exists(path):
+                await local.delete([path])  # what the failed receive from the spool left half done
     return await _stream(ctx, job, target, sender, send, receiver, btrfs_adapter.receive_argv(directory))
 
 
