@@ -23,6 +23,7 @@ from replicator.adapters.spool import Spool
 from replicator.core import names
 from replicator.core.actions import Send
 from replicator.core.config import BtrfsSource, Target
+from replicator.core.endpoint import SKIP
 from replicator.core.errors import CommandError, NoSpace, ReplicatorError, UsageError
 from replicator.core.model import Snapshot, oldest_first
 from replicator.core.planner import Step
@@ -151,7 +152,7 @@ class BtrfsTargetHalf:
         try:
             if await self._spool_this_attempt(entry, spool, send):
                 try:
-                    return await self._spooled(entry, sender, argv, spool, pipe)
+                    return await spooled(pipe, self.local, sender, argv, spool, entry, self.target.where)
                 except NoRoomToSpool as e:
                     log.warning("no room on the target for the spool and the received copy; streaming "
                                 "directly", entry=entry, error=str(e))
@@ -197,49 +198,6 @@ class BtrfsTargetHalf:
             await spool.remove()
         return use
 
-    async def _spooled(self, entry: str, sender: Runner, argv: list[str], spool: Spool, pipe: Pipe) -> int:
-        """Stream into a spool file on the target, then `btrfs receive -f` it there.
-
-        btrfs cannot resume a receive, but a spool can grow: after an interruption the next
-        attempt sends only what the spool lacks (the same snapshots give the same stream; the
-        prefix is checked by hash before it is skipped). The spool lives on the target
-        filesystem and is removed once received. Returns the bytes sent in this attempt."""
-        await spool.prepare()
-        have = await spool.size()
-        sender_runner, sender_argv = sender, argv
-        if have:
-            digest = await spool.sha256()
-            # The skipper runs here and wraps the sender wherever that runs (ssh for pull mode).
-            # A compressed stream is compressed after the skipper and decompressed before the
-            # spool writer, so the spool, its size and its hash are the uncompressed stream's.
-            sender_runner = self.local
-            sender_argv = [sys.executable, "-m", "replicator.adapters.skip", "--bytes", str(have),
-                           "--sha256", digest, "--", *sender.stream_argv(argv)]
-            log.info("resuming a btrfs stream from its spool", entry=entry, offset=have)
-        try:
-            moved = await pipe(sender_runner, sender_argv, spool.runner, spool.writer_argv(append=bool(have)))
-        except CommandError as e:
-            if _out_of_space(e):
-                await spool.remove()
-                raise NoRoomToSpool(f"the spool of {entry} filled {self.target.where}: {e.message}") from None
-            if not (have and e.status == PREFIX_MISMATCH and e.argv[:1] == (sys.executable,)):
-                raise
-            log.warning("the spool does not match the stream; starting it over", entry=entry, spool=spool.path)
-            await spool.remove()
-            return await self._spooled(entry, sender, argv, spool, pipe)
-        crashpoint("after-spool")
-        try:
-            await spool.receive()
-        except CommandError as e:
-            if not _out_of_space(e):
-                raise
-            # Received from the spool, the copy needs the space a second time; the spool goes,
-            # and the caller streams directly into the room it frees.
-            await spool.remove()
-            raise NoRoomToSpool(f"receiving the spool of {entry} filled {self.target.where}: {e.message}") from None
-        await spool.remove()
-        return moved
-
     async def _remove_unfinished(self, entry: str) -> None:
         """Delete what a `btrfs receive -f` that ran out of space left of `entry` (no received_uuid)."""
         left = (await self.btrfs.entries(self.target.path) or {}).get(entry)
@@ -258,6 +216,57 @@ class BtrfsTargetHalf:
 
     async def destroy(self, member: str, snapshots: Sequence[str]) -> None:
         await _delete(self.btrfs, self.target.path, member, snapshots)
+
+
+async def spooled(pipe: Pipe, local: Runner, sender: Runner, argv: list[str], spool: Spool, entry: str,
+                  where: str, *, skip_at_sender: bool = False) -> int:
+    """Stream into a spool file on the target, then `btrfs receive -f` it there.
+
+    btrfs cannot resume a receive, but a spool can grow: after an interruption the next attempt
+    sends only what the spool lacks (the same snapshots give the same stream; the prefix is
+    checked by hash before it is skipped). The spool lives on the target filesystem and is
+    removed once received. `skip_at_sender`: `sender` is a `serve` endpoint (a restore), which
+    drops the prefix itself (`replicator-skip`), so that it does not cross the link again.
+    Returns the bytes sent in this attempt; raises NoRoomToSpool (the spool removed) when the
+    spool or the copy received from it fills `where`."""
+    await spool.prepare()
+    have = await spool.size()
+    sender_runner, sender_argv = sender, argv
+    if have:
+        digest = await spool.sha256()
+        # Without an endpoint the skipper runs here and wraps the sender wherever that runs (ssh
+        # for pull mode). A compressed stream is compressed after the skipper and decompressed
+        # before the spool writer, so the spool, its size and its hash are the uncompressed stream's.
+        check = ["--bytes", str(have), "--sha256", digest, "--"]
+        if skip_at_sender:
+            sender_argv = [SKIP, *check, *argv]
+        else:
+            sender_runner = local
+            sender_argv = [sys.executable, "-m", "replicator.adapters.skip", *check, *sender.stream_argv(argv)]
+        log.info("resuming a btrfs stream from its spool", entry=entry, offset=have)
+    try:
+        moved = await pipe(sender_runner, sender_argv, spool.runner, spool.writer_argv(append=bool(have)))
+    except CommandError as e:
+        if _out_of_space(e):
+            await spool.remove()
+            raise NoRoomToSpool(f"the spool of {entry} filled {where}: {e.message}") from None
+        if not (have and e.status == PREFIX_MISMATCH and e.argv[:1] in ((sys.executable,), (SKIP,))):
+            raise
+        log.warning("the spool does not match the stream; starting it over", entry=entry, spool=spool.path)
+        await spool.remove()
+        return await spooled(pipe, local, sender, argv, spool, entry, where, skip_at_sender=skip_at_sender)
+    crashpoint("after-spool")
+    try:
+        await spool.receive()
+    except CommandError as e:
+        if not _out_of_space(e):
+            raise
+        # Received from the spool, the copy needs the space a second time; the spool goes, and
+        # the caller streams directly into the room it frees.
+        await spool.remove()
+        raise NoRoomToSpool(f"receiving the spool of {entry} filled {where}: {e.message}") from None
+    await spool.remove()
+    return moved
 
 
 class NoRoomToSpool(NoSpace):

@@ -30,7 +30,7 @@ from typing import Sequence
 from replicator import __version__
 from replicator.adapters import beneath, manifest, receive_guard
 from replicator.core.compress import DECOMPRESS
-from replicator.core.endpoint import (EXIT_REJECTED, MANIFEST, Policy, Rejection, Request, confine,
+from replicator.core.endpoint import (EXIT_REJECTED, MANIFEST, SKIP, Policy, Rejection, Request, confine,
                                       parse_request, probe_answer)
 from replicator.core.endpoint_args import Role, collapse
 
@@ -76,6 +76,8 @@ def serve(original: str | None, policy: Policy, *, log_file: str | None = None,
                                sys.stdout, sys.stderr)
     if decision.read_beneath:
         return beneath.answer(decision.argv, _resolved_roots(policy), _clean_environment())
+    if decision.command == SKIP:  # our own module, which runs the checked btrfs send
+        return _exec((sys.executable, "-m", "replicator.adapters.skip", *decision.argv[1:]))
     return _exec(decision.argv)
 
 

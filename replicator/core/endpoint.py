@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from replicator.core.compress import DECOMPRESS_PREFIX
-from replicator.core.endpoint_args import (DEFAULT_PREFIX, Arg, BookmarkArg, DatasetArg, HoldTagArg,
+from replicator.core.endpoint_args import (DEFAULT_PREFIX, Arg, BookmarkArg, CountArg, DatasetArg, DigestArg,
+                                           HoldTagArg,
                                            PathArg, Policy, PropertiesArg, ResumeTokenArg, Role, Scope,
                                            SnapshotArg, collapse, control_problem)
 from replicator.core.errors import EXIT_USAGE
@@ -149,7 +150,10 @@ def _usage(part: str | Arg | Opt | Alt) -> str:
 W, B = Scope.WITHIN, Scope.BELOW
 PRUNING = frozenset({"zfs destroy", "zfs rollback", "btrfs subvolume delete"})
 # What a receive key sends back (a restore); `serve --no-restore` refuses these.
-RESTORING = frozenset({"zfs send", "btrfs send"})
+# The resumed btrfs restore: `btrfs send` whose first N bytes (the client's spool, checked by
+# hash) are dropped here, so that only the rest crosses the link.
+SKIP = "replicator-skip"
+RESTORING = frozenset({"zfs send", "btrfs send", SKIP})
 # The fixed verb of `verify`: serve lists a received snapshot's files with their sha256, itself.
 MANIFEST = "replicator-manifest"
 OUR_SNAPSHOT = "DATASET@PREFIX_YYYYmmddTHHMMSSZ"
@@ -211,6 +215,8 @@ VOCABULARY: dict[Role, tuple[Shape, ...]] = {
         *_shapes("zfs send", SnapshotArg(B)),
         *_shapes("zfs send", "-t", ResumeTokenArg(B, full=True)),
         *_shapes("btrfs send", "--", PathArg(B, entry=True, label=OUR_ENTRY), writes_paths=True),
+        *_shapes(SKIP, "--bytes", CountArg(), "--sha256", DigestArg(), "--", "btrfs", "send", "--",
+                 PathArg(B, entry=True, label=OUR_ENTRY), writes_paths=True),
         # Verify: answered by serve itself, reading the snapshot on descriptors beneath the root.
         *_shapes(MANIFEST, "--dir", PathArg(B, entry=True, label=OUR_ENTRY), read_beneath=True),
         *_shapes(MANIFEST, "--zfs", SnapshotArg(B)),

@@ -201,6 +201,30 @@ class ResumeTokenArg:
 
 
 @dataclass(frozen=True, slots=True)
+class CountArg:
+    """A byte count: decimal digits, no sign, at most 2**63."""
+
+    label: str = "N"
+
+    def problem(self, value: str, policy: Policy) -> str | None:
+        if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63):
+            return f"{value!r} is not a byte count"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DigestArg:
+    """A sha256 in lower-case hex."""
+
+    label: str = "SHA256"
+
+    def problem(self, value: str, policy: Policy) -> str | None:
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            return f"{value!r} is not a sha256 (64 lower-case hex digits)"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class PathArg:
     """An absolute path inside a directory root, written after `prefix` (dd's "of=").
 

@@ -14,6 +14,7 @@ in place or not, is an action in the transaction log, and holds the target's loc
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from replicator.core.errors import TargetError, UsageError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
 from replicator.core.resume_token import TokenError, decode
+from replicator.adapters.btrfs_backend import NoRoomToSpool, spooled
+from replicator.adapters.spool import Spool
 from replicator.engine import restored
 from replicator.engine.context import Context
 from replicator.engine.streaming import stream
@@ -240,9 +243,8 @@ async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context,
         with _logged(ctx, job, target, result, request):
             if not already:
                 await local.ensure_directory(directory)
-                result.bytes = await _stream(ctx, job, target, runner,
-                                             btrfs_adapter.send_argv(target.path, name, Step(StepKind.FULL, snap)),
-                                             receiver, btrfs_adapter.receive_argv(directory))
+                send = btrfs_adapter.send_argv(target.path, name, Step(StepKind.FULL, snap))
+                result.bytes = await _btrfs_stream(ctx, job, target, runner, send, receiver, directory, entry)
             if request.in_place:
                 if await local.exists(subvolume):
                     await local.move(subvolume, result.moved_aside)
@@ -250,7 +252,8 @@ async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context,
                     result.moved_aside = None
                 await local.writable_snapshot(posixpath.join(directory, entry), subvolume)
                 # The next snapshot is sent against this one, not the newer (attacked) ones.
-                restored.record(ctx, job.name, subvolume, snap)
+                newest = max((e for e in local_entries if e.startswith(f"{name}@")), default=entry)
+                restored.record(ctx, job.name, subvolume, snap, max(newest, entry).partition("@")[2])
     return results
 
 
@@ -263,6 +266,33 @@ def _logged(ctx: Context, job: Job, target: Target, result: Restored, request: R
                           in_place=request.in_place) as action:
         yield
         action.done(bytes=result.bytes, moved_aside=result.moved_aside)
+
+
+async def _btrfs_stream(ctx: Context, job: Job, target: Target, sender: Runner, send: list[str],
+                        receiver: Runner, directory: str, entry: str) -> int:
+    """A btrfs restore stream, staged in a spool beside the destination unless the target says
+    `resumable = false`: btrfs cannot resume a receive, but the spool grows across attempts, so
+    running the same restore again after an interruption sends only what it lacks (an endpoint
+    drops what the spool holds before the link; a full shell sends it and it is dropped here).
+    Too little room for the spool and the copy: streamed directly."""
+    if target.resumable is not False:
+        # Restore streams are not compressed: the endpoint sends them as they are.
+        plain = dataclasses.replace(target, compress_level=None)
+        local, path = Btrfs(receiver), posixpath.join(directory, entry)
+        existed = await local.exists(path)
+        try:
+            label = f"{job.name}/{target.name} restore {entry}"
+
+            async def pipe(sender: Runner, send_argv: list[str], receiver: Runner, receive_argv: list[str]) -> int:
+                return await stream(ctx, label, plain, sender, send_argv, receiver, receive_argv)
+
+            return await spooled(pipe, ctx.local, sender, send, Spool(receiver, directory, entry, None), entry,
+                                 plain.where, skip_at_sender=await ctx.endpoint(target.host) is not None)
+        except NoRoomToSpool as e:
+            log.warning("no room to spool the restore; streaming it directly", entry=entry, error=str(e))
+            if not existed and await local.exists(path):
+                await local.delete([path])  # what the failed receive from the spool left half done
+    return await _stream(ctx, job, target, sender, send, receiver, btrfs_adapter.receive_argv(directory))
 
 
 async def _stream(ctx: Context, job: Job, target: Target, sender: Runner, send_argv: list[str],

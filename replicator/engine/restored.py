@@ -33,10 +33,12 @@ def _read(ctx: Context, job: str) -> dict[str, dict]:
     return data if isinstance(data, dict) else {}
 
 
-def record(ctx: Context, job: str, subvolume: str, snapshot: Snapshot) -> None:
-    """Note that `subvolume` was restored in place from `snapshot` now. Raises StateError."""
+def record(ctx: Context, job: str, subvolume: str, snapshot: Snapshot, newest: str) -> None:
+    """Note that `subvolume` was restored in place from `snapshot` now, when the newest of its
+    snapshots on this side was named `newest` (those named after it are taken since). Raises
+    StateError."""
     data = _read(ctx, job)
-    data[subvolume] = {"guid": snapshot.guid, "name": snapshot.name,
+    data[subvolume] = {"guid": snapshot.guid, "name": snapshot.name, "newest": newest,
                        "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     path = _path(ctx, job)
     try:
@@ -55,15 +57,10 @@ def base(ctx: Context, job: str, prefix: str, subvolume: str, source: Sequence[S
     if not isinstance(entry, dict):
         return None
     restored = next((s for s in source if s.guid == entry.get("guid")), None)
-    try:
-        when = datetime.fromisoformat(str(entry.get("time")))
-    except ValueError:
-        return None
+    newest = str(entry.get("newest", ""))
     on_target = {s.guid for s in target}
-    # Strictly after: names have one-second resolution, and the snapshot the restore undid is
-    # often named in the very second of the restore. (A snapshot taken later in that second is
-    # missed, which costs only a larger incremental: the restored base is still on the target.)
-    since = [s for s in source if (taken := names.parse_snapshot_name(s.name, prefix)) and taken > when]
+    # Names of one prefix sort by time: what sorts after the newest at the restore came since.
+    since = [s for s in source if names.parse_snapshot_name(s.name, prefix) and s.name > newest]
     if restored is None or any(s.guid in on_target for s in since):
         return None
     return restored

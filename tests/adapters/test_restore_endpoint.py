@@ -239,3 +239,28 @@ def test_zfs_verify_and_restore_through_the_endpoint_on_an_unmounted_target(make
     assert zfs_snapshots(restored) == zfs_snapshots(f"{src}/data")
     assert tree_digest(zfs_received_tree(restored)) == tree_digest(zfs_mountpoint(f"{src}/data"))
     assert any(e["argv"][:2] == ["zfs", "send"] for e in served(tmp_path) if e["event"] == "accept")
+
+
+@pytest.mark.btrfs
+@pytest.mark.ssh
+def test_an_interrupted_btrfs_restore_resumes_from_its_spool(make_btrfs, receive_root, endpoint_sshd, tmp_path):
+    src, root, config = two_subvolumes(make_btrfs, receive_root, endpoint_sshd, tmp_path)
+    fresh = src / "restored"
+    # Killed once the whole stream is in the spool, before it is received.
+    crashed = cli(config, "restore", "job", "--to", str(fresh), "--subvolume", str(src / "data"),
+                  env={"REPLICATOR_CRASH_AT": "after-spool"})
+    assert crashed.code == -9, crashed.out + crashed.err
+    [spool] = (fresh / ".replicator-spool").iterdir()
+    spooled = spool.stat().st_size
+    assert spooled > 256 << 10 and not list(fresh.glob("data@*"))
+
+    again = cli(config, "restore", "job", "--to", str(fresh), "--subvolume", str(src / "data"), "--json")
+    assert again.code == 0, again.out + again.err
+    [restored] = again.json
+    assert restored["bytes"] == 0, "the second attempt sent only what the spool lacked: nothing"
+    # The endpoint dropped the spooled prefix itself: it never crossed the link again.
+    [skip] = [e for e in served(tmp_path) if e["event"] == "accept" and e["argv"][0] == "replicator-skip"]
+    assert skip["argv"][1:3] == ["--bytes", str(spooled)]
+    [entry] = fresh.glob("data@*")
+    assert tree_digest(entry) == tree_digest(src / "data")
+    assert not (fresh / ".replicator-spool").exists()

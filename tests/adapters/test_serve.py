@@ -296,10 +296,15 @@ HOSTILE = [
     ("touch {outside}/pwned", "not a command"),
     ("sh -c 'touch {outside}/pwned'", "not a command"),
     ("zfs rename {zroot}/tank/data {pool}/stolen", "not a command"),
-    # A receive key may read its own backups back (a restore), as plain full streams only.
-    ("zfs send -R {zroot}/tank/data@{SNAP}", "not accepted"),
-    ("btrfs send -p {droot}/home@{SNAP} -- {droot}/home@{SNAP}", "not accepted"),
+    # restore reads back full streams of what lies below the roots, nothing else
     ("zfs send {pool}/canary@{SNAP}", "outside the roots"),
+    ("zfs send -R {zroot}/tank/data@{SNAP}", "not accepted"),
+    ("zfs send -i {zroot}/tank/data@manual {zroot}/tank/data@{SNAP}", "not accepted"),
+    ("btrfs send -- {fs}/canary/data@{SNAP}", "outside the roots"),
+    ("btrfs send -- {droot}/escape/data@{SNAP}", "resolves to"),
+    ("btrfs send -p {droot}/home@{SNAP} -- {droot}/home@{SNAP}", "not accepted"),
+    ("replicator-manifest --dir {droot}/escape/data@{SNAP}", "resolves to"),
+    ("replicator-manifest --zfs {pool}/canary@{SNAP}", "outside the roots"),
     ("btrfs property set -ts {droot}/home@{SNAP} ro false", "not a command"),
     # outside the roots, by name, by '..', by a symlink
     ("zfs create -p {pool}/pwned", "outside the roots"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import struct
 import zlib
@@ -99,6 +100,8 @@ ACCEPTED_RECEIVE = [
     (cmd("zfs", "send", f"{ZROOT}/tank/data@{SNAP}"), None),
     (cmd("zfs", "send", "-t", make_token([("object", 1), ("toguid", 7), ("toname", f"{ZROOT}/x@s")])), None),
     (cmd("btrfs", "send", "--", f"{DROOT}/home@{SNAP}"), None),
+    (cmd("replicator-skip", "--bytes", "1048576", "--sha256", "ab" * 32, "--", "btrfs", "send", "--",
+         f"{DROOT}/home@{SNAP}"), None),
     (cmd("replicator-manifest", "--dir", f"{DROOT}/home@{SNAP}"), None),
     (cmd("replicator-manifest", "--zfs", f"{ZROOT}/tank/data@manual"), None),
     (PROBE, ()),
@@ -181,6 +184,12 @@ HOSTILE_RECEIVE = [
     (f"btrfs send -- /srv/backup/hostA/../hostB/x@{SNAP}", "'..'"),
     (f"btrfs send -p /srv/backup/hostA/x@{SNAP} -- /srv/backup/hostA/y@{SNAP}", "not accepted"),
     (f"btrfs send -- /srv/backup/hostA", "is a root itself"),
+    (f"replicator-skip --bytes 1 --sha256 {'ab' * 32} -- btrfs send -- /srv/backup/hostB/x@{SNAP}", "outside the roots"),
+    (f"replicator-skip --bytes -1 --sha256 {'ab' * 32} -- btrfs send -- /srv/backup/hostA/x@{SNAP}", "not accepted"),
+    (f"replicator-skip --bytes 1x --sha256 {'ab' * 32} -- btrfs send -- /srv/backup/hostA/x@{SNAP}", "byte count"),
+    (f"replicator-skip --bytes 1 --sha256 {'AB' * 32} -- btrfs send -- /srv/backup/hostA/x@{SNAP}", "sha256"),
+    (f"replicator-skip --bytes 1 --sha256 {'ab' * 32} -- zfs send backup/hostA/x@s", "not accepted"),
+    (f"replicator-skip --bytes 1 --sha256 {'ab' * 32} -- sh -c id", "not accepted"),
     # The manifest of verify: the same rule.
     (f"replicator-manifest --dir /srv/backup/hostB/x@{SNAP}", "outside the roots"),
     (f"replicator-manifest --dir /srv/backup/hostA/../../../etc/x@{SNAP}", "'..'"),
@@ -369,7 +378,9 @@ def test_no_restore_refuses_every_send_back_and_nothing_else():
     policy = Policy.build("receive", [ZROOT, DROOT], restore=False)
     for request_text in (cmd("zfs", "send", f"{ZROOT}/x@{SNAP}"),
                          cmd("zfs", "send", "-t", make_token([("toguid", 7), ("toname", f"{ZROOT}/x@s")])),
-                         cmd("btrfs", "send", "--", f"{DROOT}/home@{SNAP}")):
+                         cmd("btrfs", "send", "--", f"{DROOT}/home@{SNAP}"),
+                         cmd("replicator-skip", "--bytes", "1", "--sha256", "ab" * 32, "--", "btrfs", "send", "--",
+                             f"{DROOT}/home@{SNAP}")):
         decision = parse_request(request_text, policy)
         assert isinstance(decision, Rejection) and "--no-restore" in decision.reason
     assert isinstance(parse_request(cmd("zfs", "receive", f"{ZROOT}/x"), policy), Request)
@@ -535,6 +546,10 @@ def values_for(arg) -> st.SearchStrategy[str]:
         "DatasetArg": (friendly_datasets, datasets),
         "SnapshotArg": (friendly_snapshots, snapshots),
         "PathArg": (friendly_paths, paths),
+        "CountArg": (st.integers(0, 2**63 - 1).map(str),
+                     st.sampled_from(["-1", "+5", "1e9", "0x10", "٣", str(2**63), " 1", ""])),
+        "DigestArg": (st.binary(min_size=32, max_size=32).map(bytes.hex),
+                      st.sampled_from(["ab" * 31, "AB" * 32, "g" * 64, "ab" * 33, "-" + "a" * 63])),
         "BookmarkArg": tuple(s.map(lambda v: v.replace("@", "#", 1)) for s in (friendly_snapshots, snapshots)),
         "PropertiesArg": (st.sampled_from(["guid", "guid,type,userrefs"]),
                           st.sampled_from(["all", "sharenfs", "a,,b", "guid,"])),
@@ -569,7 +584,7 @@ def inside(name: str, roots: tuple[str, ...]) -> bool:
     return any(name == r or name.startswith(r.rstrip("/") + "/") for r in roots)
 
 
-LITERALS = {"name,property,value", "value", "name,value", "readonly=on", "FSROOT,TARGET,FSTYPE", "bookmark",
+LITERALS = {"name,property,value", "value", "name,value", "readonly=on", "FSROOT,TARGET,FSTYPE", "bookmark", "send",
             "name,guid,createtxg,creation", "1", "%s", "bs=1M", "status=none", "conv=fsync",
             "conv=notrunc,fsync", "oflag=append"}
 
@@ -577,8 +592,12 @@ LITERALS = {"name,property,value", "value", "name,value", "readonly=on", "FSROOT
 def assert_confined(decision: Request, policy: Policy) -> None:
     """An oracle apart from the parser: every name-like argument lies inside a root."""
     assert decision.argv[0] in {"zfs", "btrfs", "test", "findmnt", "mkdir", "df", "stat", "sha256sum", "dd", "rm",
-                                "rmdir", "replicator-manifest"}
-    for word in decision.argv[len(decision.command.split()):]:
+                                "rmdir", "replicator-manifest", "replicator-skip"}
+    words = decision.argv[len(decision.command.split()):]
+    if decision.command == "replicator-skip":  # a count and a digest, then the btrfs send it runs
+        assert words[0].isdigit() and re.fullmatch("[0-9a-f]{64}", words[2]), decision
+        words = words[3:]
+    for word in words:
         if word.startswith("-") or word in LITERALS:
             continue
         if set(word.split(",")) <= READABLE_PROPERTIES or word.startswith("replicator."):
