@@ -119,6 +119,12 @@ class TargetHalf(Protocol):
         incremental cannot be received because the copy was written to, StaleResumeToken
         where a resume token can never work again."""
 
+    def view(self, member: str, snapshot: str) -> AsyncContextManager[str]:
+        """A read-only directory with the copy's files, for as long as the block runs (verify)."""
+
+    def manifest_argv(self, member: str, snapshot: str) -> list[str]:
+        """The arguments of `replicator-manifest` that list the copy through a serve endpoint."""
+
     async def abort_resume(self, member: str) -> None: ...
 
     async def roll_back(self, member: str, to: Snapshot, destroy: Sequence[str]) -> None: ...

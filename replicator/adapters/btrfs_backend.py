@@ -204,6 +204,13 @@ class BtrfsTargetHalf:
         if left is not None and not left.received_uuid:
             await self.btrfs.delete([f"{self.target.path}/{entry}"])
 
+    @asynccontextmanager
+    async def view(self, member: str, snapshot: str) -> AsyncIterator[str]:
+        yield posixpath.join(self.target.path, self.entry(member, snapshot))  # read-only as received
+
+    def manifest_argv(self, member: str, snapshot: str) -> list[str]:
+        return ["--dir", posixpath.join(self.target.path, self.entry(member, snapshot))]
+
     async def abort_resume(self, member: str) -> None:
         raise NotImplementedError("btrfs receives have no resume state")
 

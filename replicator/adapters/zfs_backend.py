@@ -176,6 +176,14 @@ class ZfsTargetHalf:
                      "discard those changes")
         return e
 
+    @asynccontextmanager
+    async def view(self, member: str, snapshot: str) -> AsyncIterator[str]:
+        async with zfs_snapshot_dir(self.zfs, self.destination(member), snapshot) as directory:
+            yield directory
+
+    def manifest_argv(self, member: str, snapshot: str) -> list[str]:
+        return ["--zfs", self.entry(member, snapshot)]
+
     async def abort_resume(self, member: str) -> None:
         await self.zfs.abort_resumable(self.destination(member))
 

@@ -9,26 +9,22 @@ which is compared here. A target busy with another replicator command is `busy`,
 
 from __future__ import annotations
 
-import posixpath
 import random
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from replicator.adapters import btrfs as btrfs_adapter
 from replicator.adapters import files
-from replicator.adapters.btrfs import Btrfs
 from replicator.adapters.locks import TargetBusy, target_lock
 from replicator.adapters.runner import Runner
-from replicator.adapters.zfs import Zfs
-from replicator.core import names
-from replicator.core.config import Job, Target, ZfsSource
+from replicator.core.config import Job, Target
 from replicator.core.endpoint import MANIFEST, EndpointInfo
 from replicator.core.errors import ReplicatorError, TargetError
 from replicator.core.manifest import Manifest, ManifestError, parse
 from replicator.core.model import Snapshot
+from replicator.engine.backends import source_half, target_half
 from replicator.engine.context import Context
-from replicator.adapters.views import zfs_snapshot_dir
+from replicator.engine.results import where
 
 
 @dataclass
@@ -94,55 +90,37 @@ _LOGGED = {"ok": "success", "mismatch": "failed", "busy": "busy"}
 
 
 async def _verify_target(job: Job, target: Target, ctx: Context, sample: int | None) -> list[Verified]:
-    runner = await ctx.runner(target.host)
-    src = await ctx.source_runner(job)
+    src, dst = await source_half(job, ctx), await target_half(job, target, ctx)
     endpoint = _manifest_endpoint(target, await ctx.endpoint(target.host))
+    members = [m for m in await src.list() if m.snapshots is not None]
+    copies = await dst.list([m.name for m in members], resume=False)
     results = []
-    if isinstance(job.source, ZfsSource):
-        local, remote = Zfs(src), Zfs(runner)
-        sources = await local.listing(job.source.datasets, recursive=job.source.recursive)
-        copies = await remote.listing([target.path], recursive=True)
-        for dataset, snaps in sources.items():
-            copy = names.zfs_target_dataset(target.path, dataset)
-            snap, problems = common(snaps, copies.get(copy, ()))
-            result = Verified(job.name, target.name, dataset, snap.name if snap else None, problems=problems)
-            results.append(result)
-            if snap is None:
-                result.problems.append(f"{copy} shares no snapshot with the source")
-                continue
-            async with AsyncExitStack() as views:
-                mine = await views.enter_async_context(zfs_snapshot_dir(local, dataset, snap.name))
-                if endpoint:
-                    given = await _manifest(runner, "--zfs", f"{copy}@{snap.name}")
-                    await _compare(result, src, runner, mine, "", sample, given)
-                    continue
-                theirs = await views.enter_async_context(zfs_snapshot_dir(remote, copy, snap.name))
-                await _compare(result, src, runner, mine, theirs, sample)
-        return results
-    source = job.source
-    mine_entries = await Btrfs(src).entries(source.snapshot_dir) or {}
-    their_entries = await Btrfs(runner).entries(target.path) or {}
-    for subvolume in source.subvolumes:
-        name = names.basename(subvolume)
-        originals = btrfs_adapter.source_snapshots(mine_entries, name, job.snapshot_prefix)
-        snap, problems = common(originals, btrfs_adapter.received_snapshots(their_entries, name))
-        suspects = btrfs_adapter.unfinished(their_entries, name)
-        for entry in suspects:
-            problems.append(f"{entry} on the target is not a complete received snapshot (an interrupted "
-                            "receive, or it was made writable since): its content may have been changed")
+    for member in members:
+        assert member.snapshots is not None
+        copy = copies[member.name]
+        snap, problems = common(member.snapshots, copy.snapshots or ())
+        for name in copy.unfinished:
+            problems.append(f"{dst.entry(member.name, name)} on the target is not a complete received snapshot "
+                            "(an interrupted receive, or it was made writable since): its content may have "
+                            "been changed")
         if snap is None:
             # Compare by name all the same: what changed is the question after tampering.
-            by_name = {names.btrfs_entry(name, s.name): s for s in originals}
-            snap = next((by_name[e] for e in reversed(suspects) if e in by_name), None)
-        result = Verified(job.name, target.name, subvolume, snap.name if snap else None, problems=problems)
+            by_name = {s.name: s for s in member.snapshots}
+            snap = next((by_name[n] for n in reversed(copy.unfinished) if n in by_name), None)
+        result = Verified(job.name, target.name, member.name, snap.name if snap else None, problems=problems)
         results.append(result)
         if snap is None:
-            result.problems.append(f"{target.where} holds no copy of {subvolume}'s snapshots")
+            result.problems.append(f"{where(target, copy.destination)} shares no snapshot with the source's "
+                                   f"{member.name}")
             continue
-        entry = names.btrfs_entry(name, snap.name)
-        theirs = posixpath.join(target.path, entry)
-        given = await _manifest(runner, "--dir", theirs) if endpoint else None
-        await _compare(result, src, runner, posixpath.join(source.snapshot_dir, entry), theirs, sample, given)
+        async with AsyncExitStack() as views:
+            mine = await views.enter_async_context(src.view(member.name, snap.name))
+            if endpoint:
+                given = await _manifest(dst.runner, dst.manifest_argv(member.name, snap.name))
+                await _compare(result, src.runner, dst.runner, mine, "", sample, given)
+                continue
+            theirs = await views.enter_async_context(dst.view(member.name, snap.name))
+            await _compare(result, src.runner, dst.runner, mine, theirs, sample)
     return results
 
 
@@ -163,8 +141,9 @@ def _manifest_endpoint(target: Target, info: EndpointInfo | None) -> bool:
     return True
 
 
-async def _manifest(runner: Runner, kind: str, what: str) -> Manifest:
-    done = (await runner.run([MANIFEST, kind, what])).check()
+async def _manifest(runner: Runner, argv: list[str]) -> Manifest:
+    what = argv[-1]
+    done = (await runner.run([MANIFEST, *argv])).check()
     try:
         return parse(done.stdout)
     except ManifestError as e:
