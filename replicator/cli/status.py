@@ -85,10 +85,11 @@ def _space_lines(space: dict[str, Any]) -> list[str]:
                 if fs.get("snapshots_note") else "unknown")
         limit = f" (min {space['min_free']})" if space.get("min_free") else ""
         mark = "!" if fs["critical"] else " "
-        lines.append(f"  {mark} {fs['filesystem'][-20:]}: {human_bytes(fs['free'])} free of "
-                     f"{human_bytes(fs['size'])}{limit}; snapshots hold {held}")
+        lines += textwrap.wrap(f"{fs['filesystem']}: {human_bytes(fs['free'])} free of "
+                               f"{human_bytes(fs['size'])}{limit}; snapshots hold {held}", width=80,
+                               initial_indent=f"  {mark} ", subsequent_indent="      ", break_long_words=True)
     if space.get("error"):
-        lines.append(f"    space unknown: {space['error'][:58]}")
+        lines += _wrapped(f"space unknown: {space['error']}", mark=" ")
     return lines
 
 
