@@ -7,7 +7,8 @@
 set -euo pipefail
 
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-packages=(btrfs-progs zfs-fuse openssh-server openssh-client python3 python3-venv util-linux zstd btrbk)
+packages=(btrfs-progs zfs-fuse openssh-server openssh-client python3 python3-venv util-linux zstd btrbk
+          postgresql mariadb-server)
 # shellcheck source=scripts/uv.sh
 source "$repo/scripts/uv.sh"
 

@@ -116,7 +116,8 @@ def _hook(path: str, value: Any, problems: list[str]) -> Hook | None:
     if (not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command)
             or not command[0]):
         problems.append(f"{path}.command: give the program and its arguments as a list of strings, "
-                        "e.g. [\"/usr/lib/replicator/hooks/postgresql\", \"pre\"]; no shell runs it")
+                        "e.g. [\"/usr/local/lib/replicator/hooks/replicator-db-hook\", \"postgresql\", \"pre\"]; "
+                        "no shell runs it")
         command = None
     elif not command[0].startswith("/"):
         problems.append(f"{path}.command: {command[0]!r} is not an absolute path: hooks run without "

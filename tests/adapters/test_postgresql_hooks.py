@@ -1,0 +1,169 @@
+"""A real PostgreSQL (Debian's) with data and WAL on two btrfs subvolumes, snapshotted one after
+the other by the shipped hook recipe while pgbench and a writer run; every replicated snapshot
+is restored to a new path, started with pg_ctl and checked with pg_amcheck, and every row the
+writer saw committed before the snapshot began is there."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from replicator.sandbox import loop_btrfs
+from support import btrfs_job, cli, run, target_table
+from waiting import wait_for
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+HOOK = Path(__file__).parents[2] / "contrib" / "hooks" / "replicator-db-hook"
+
+
+def as_postgres(*argv, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["runuser", "-u", "postgres", "--", *map(str, argv)], capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{argv[0]} failed: {done.stdout}{done.stderr}")
+    return done
+
+
+class Cluster:
+    def __init__(self, data: Path, port: int, sockets: Path):
+        self.data, self.port, self.sockets = data, port, sockets
+
+    def start(self) -> None:
+        as_postgres(BIN / "pg_ctl", "-D", self.data, "-w", "-t", "300", "-l", self.sockets / f"log-{self.port}",
+                    "-o", f"-p {self.port} -k {self.sockets} -c listen_addresses=''", "start")
+
+    def stop(self) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(BIN / "pg_ctl"), "-D", str(self.data), "-m",
+                        "fast", "-w", "stop"], capture_output=True)
+
+    def conn(self) -> list[str]:
+        return ["-h", str(self.sockets), "-p", str(self.port), "-U", "postgres"]
+
+    def sql(self, text: str) -> str:
+        return as_postgres(BIN / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", *self.conn(),
+                           "-d", "postgres", "-c", text).stdout.strip()
+
+
+class Writer(threading.Thread):
+    """Inserts rows one transaction each and notes when each commit was acknowledged."""
+
+    def __init__(self, cluster: Cluster):
+        super().__init__(daemon=True)
+        self.acked: list[tuple[int, float]] = []
+        self.stopping = threading.Event()
+        self.proc = subprocess.Popen(["runuser", "-u", "postgres", "--", str(BIN / "psql"), "-X", "-q", "-A",
+                                      "-t", "-v", "ON_ERROR_STOP=1", *cluster.conn(), "-d", "postgres"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.proc.stdin.write("INSERT INTO ledger DEFAULT VALUES RETURNING id;\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+            if not line:
+                return
+            self.acked.append((int(line), time.time()))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(60)
+        self.proc.stdin.close()
+        self.proc.wait(60)
+
+
+@pytest.fixture
+def cluster(make_btrfs):
+    if not (BIN / "initdb").exists() or shutil.which("runuser") is None:
+        pytest.skip("needs Debian's postgresql-15 (scripts/setup.sh installs it)")
+    # PostgreSQL runs as postgres, which cannot enter pytest's private temporary directories:
+    # its filesystems and sockets live below a directory it may traverse.
+    with ExitStack() as stack:
+        base = Path(tempfile.mkdtemp(prefix="replicator-pg-"))
+        stack.callback(shutil.rmtree, base, True)
+        os.chmod(base, 0o755)
+        src = stack.enter_context(loop_btrfs(base, size_mb=1024))
+        dst = stack.enter_context(loop_btrfs(base, size_mb=1024))
+        for mount in (src, dst):
+            os.chmod(mount.parent, 0o755)
+        for name in ("pgdata", "pgwal"):
+            run("btrfs", "subvolume", "create", src / name)
+            shutil.chown(src / name, "postgres", "postgres")
+            os.chmod(src / name, 0o700)
+        sockets = base / "sockets"   # and the servers' logs
+        sockets.mkdir()
+        shutil.chown(sockets, "postgres", "postgres")
+        as_postgres(BIN / "initdb", "-D", src / "pgdata", "--waldir", src / "pgwal", "-A", "trust", "-U", "postgres")
+        db = Cluster(src / "pgdata", 54000 + os.getpid() % 1000, sockets)
+        db.start()
+        stack.callback(db.stop)
+        yield src, dst, db
+
+
+def restore_and_check(snapshot: str, backup: Path, where: Path, port: int, sockets: Path) -> int:
+    """Start a copy of the replicated snapshot; returns how many ledger rows it has."""
+    where.mkdir(parents=True)
+    for name in ("pgdata", "pgwal"):
+        run("btrfs", "subvolume", "snapshot", backup / f"{name}@{snapshot}", where / name)
+    # initdb --waldir made pg_wal a symlink to the original WAL directory: point it at the copy.
+    (where / "pgdata" / "pg_wal").unlink()
+    (where / "pgdata" / "pg_wal").symlink_to(where / "pgwal")
+    (where / "pgdata" / "postmaster.pid").unlink(missing_ok=True)
+    copy = Cluster(where / "pgdata", port, sockets)
+    shutil.chown(where, "postgres", "postgres")
+    copy.start()
+    try:
+        checked = as_postgres(BIN / "pg_amcheck", *copy.conn(), "--all", "--install-missing", "--heapallindexed",
+                              check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        return int(copy.sql("SELECT count(*) FROM ledger"))
+    finally:
+        copy.stop()
+
+
+def test_restored_snapshots_start_and_hold_every_committed_row(cluster, tmp_path):
+    src, dst, db = cluster
+    db.sql("CREATE TABLE ledger (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
+    as_postgres(BIN / "pgbench", *db.conn(), "-i", "-s", "4", "-q", "postgres")
+    hook = [str(HOOK), "postgresql"]
+    client = ["--user", "postgres", "--run-dir", str(tmp_path / "run"), "--", *db.conn(), "-d", "postgres"]
+    config = tmp_path / "config.toml"
+    config.write_text(btrfs_job("pg", [src / "pgdata", src / "pgwal"], src / ".snapshots",
+                                [target_table(str(dst / "backup"))])
+                      + f'[job.hooks.pre_snapshot]\ncommand = {json.dumps(hook + ["pre", *client])}\n'
+                      + f'[job.hooks.post_snapshot]\ncommand = {json.dumps(hook + ["post", *client])}\n')
+    bench = subprocess.Popen(["runuser", "-u", "postgres", "--", str(BIN / "pgbench"), *db.conn(), "-c", "2",
+                              "-T", "600", "-n", "postgres"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    writer = Writer(db)
+    writer.start()
+    try:
+        for n in range(1, 4):
+            wait_for(lambda: len(writer.acked) >= 200 * n, f"{200 * n} rows written")
+            done = cli(config, "run", "--once")
+            assert done.code == 0, done.out + done.err
+    finally:
+        bench.terminate()
+        bench.wait(60)
+        writer.stop()
+    records = cli(config, "log", "--json").json
+    hooks = [r for r in records if r["type"] == "hook"]
+    assert len(hooks) == 6 and all(r["status"] == "success" for r in hooks), hooks
+    # A pre hook's record is written when it has finished, before the snapshot begins.
+    starts = {r["snapshot"]: datetime.fromisoformat(r["time"]).timestamp()
+              for r in hooks if r["hook"] == "pre_snapshot"}
+    assert len(starts) == 3
+    for i, (snapshot, started) in enumerate(sorted(starts.items())):
+        rows = restore_and_check(snapshot, dst / "backup", dst / "restore" / snapshot,
+                                 db.port + 1 + i, db.sockets)
+        before = sum(1 for _, at in writer.acked if at < started)
+        assert rows >= before, f"{snapshot}: {rows} rows, {before} were committed before it began"
+
+
