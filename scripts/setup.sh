@@ -7,7 +7,7 @@
 set -euo pipefail
 
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-packages=(btrfs-progs zfs-fuse openssh-server openssh-client python3 python3-venv util-linux zstd btrbk)
+packages=(btrfs-progs zfs-fuse openssh-server openssh-client python3 python3-venv util-linux zstd btrbk age)
 uv_version=0.13.9
 tools_venv=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/replicator-tools
 

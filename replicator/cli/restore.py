@@ -27,6 +27,8 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
                             "configured host")
     where.add_argument("--in-place", action="store_true",
                        help="over the original; the original is renamed to NAME.replaced_TIME and kept")
+    parser.add_argument("--identity", metavar="FILE",
+                        help="an archive target's age identity (key file), to decrypt its streams")
     parser.add_argument("--dry-run", action="store_true", help="say what would be restored, change nothing")
     progress.add_option(parser)
     parser.set_defaults(handler=handle)
@@ -41,7 +43,7 @@ def handle(args: argparse.Namespace) -> int:
             raise UsageError(f"--at {args.at!r} is not a time", hint="write e.g. 2026-11-25T10:00") from None
         at = at if at.tzinfo else at.astimezone()
     request = Request(target=args.target, snapshot=args.snapshot, at=at, to=args.to,
-                      in_place=args.in_place, dry_run=args.dry_run)
+                      in_place=args.in_place, dry_run=args.dry_run, identity=args.identity)
 
     async def go(ctx: Context, jobs: list[Job]) -> list[Restored]:
         return await progress.with_progress(ctx, args, lambda: restore(jobs[0], ctx, request))

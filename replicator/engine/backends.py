@@ -1,7 +1,9 @@
-"""The one place that chooses a backend for a job: its source's filesystem decides both halves."""
+"""The one place that chooses a backend for a job: its source's filesystem decides both halves,
+but an archive target (`kind = "archive"`) stores any source's streams as files."""
 
 from __future__ import annotations
 
+from replicator.adapters.archive_backend import ArchiveTargetHalf
 from replicator.adapters.backend import SourceHalf, TargetHalf
 from replicator.adapters.btrfs_backend import BtrfsSourceHalf, BtrfsTargetHalf
 from replicator.adapters.zfs_backend import ZfsSourceHalf, ZfsTargetHalf
@@ -19,6 +21,8 @@ async def source_half(job: Job, ctx: Context) -> SourceHalf:
 
 async def target_half(job: Job, target: Target, ctx: Context) -> TargetHalf:
     runner = await ctx.runner(target.host)
+    if target.archive is not None:
+        return ArchiveTargetHalf(target, runner, btrfs=not isinstance(job.source, ZfsSource))
 
     def guard(argv: list[str]) -> list[str]:
         return receiving(job, argv)

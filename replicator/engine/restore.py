@@ -49,6 +49,7 @@ class Request:
     to: str | None = None            # PATH or HOST:PATH; None with in_place
     in_place: bool = False
     dry_run: bool = False
+    identity: str | None = None      # an archive target's age identity file
 
 
 def choose(snapshots: tuple[Snapshot, ...], request: Request, prefix: str) -> Snapshot:
@@ -94,6 +95,10 @@ async def restore(job: Job, ctx: Context, request: Request) -> list[Restored]:
         raise UsageError("say where to restore: --to PATH or HOST:PATH, or --in-place over the original",
                          hint="--in-place moves the original aside first; it is kept")
     target = _target(job, request.target)
+    if target.archive is not None:
+        from replicator.engine import archive_restore  # it builds on this module
+        with target_lock(ctx.state_dir, job.name, target.name):
+            return await archive_restore.restore(job, target, ctx, request, request.identity)
     runner = await ctx.runner(target.host)
     stamp = datetime.now(timezone.utc).strftime(names.TIMESTAMP_FORMAT)
     with target_lock(ctx.state_dir, job.name, target.name):

@@ -54,14 +54,18 @@ def common(source: Sequence[Snapshot], target: Sequence[Snapshot]) -> tuple[Snap
 
 
 async def verify_job(job: Job, ctx: Context, *, target_names: Sequence[str] = (),
-                     sample: int | None = None) -> list[Verified]:
+                     sample: int | None = None, identity: str | None = None) -> list[Verified]:
     results = []
     for target in job.targets:
         if target_names and target.name not in target_names:
             continue
         try:
             with target_lock(ctx.state_dir, job.name, target.name):
-                results += await _verify_target(job, target, ctx, sample)
+                if target.archive is not None:
+                    from replicator.engine import archive_restore  # it builds on this module
+                    results += await archive_restore.verify(job, target, ctx, identity)
+                else:
+                    results += await _verify_target(job, target, ctx, sample)
         except ReplicatorError as e:
             results.append(Verified(job.name, target.name, "*", None, problems=[str(e)]))
     for r in results:

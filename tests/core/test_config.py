@@ -171,3 +171,19 @@ def test_preserve_min_no_is_refused_on_a_source_as_btrbk_refuses_it():
     assert [str(r) for r in target.retention.policy.preserve] == ["24h", "7d"]
     source = parse_config(with_retention("source", 'preserve_min = "latest"\npreserve = "no"')).jobs[1].source
     assert source.retention.policy.preserve == ()
+
+
+def test_an_archive_target_needs_recipients_and_takes_full_every():
+    from replicator.core.config import parse_config
+    from replicator.core.errors import ConfigError
+    job = ('[[job]]\nname = "a"\n[job.source]\nkind = "btrfs"\nsubvolumes = ["/m/d"]\nsnapshot_dir = "/m/s"\n'
+           '[[job.target]]\nkind = "archive"\npath = "/vault"\n')
+    config = parse_config(job + 'recipients = ["age1xyz"]\nfull_every = "1w"\ncompress = "zstd:9"\n')
+    [target] = config.jobs[0].targets
+    assert target.archive is not None and target.archive.full_every == 7 * 86400
+    assert target.archive.level == 9 and target.compress_level is None
+    try:
+        parse_config(job.replace('"/vault"', '"vault"') + 'kind2 = 1\n')
+    except ConfigError as e:
+        text = str(e)
+    assert "recipients" in text and "absolute path" in text and "kind2" in text
