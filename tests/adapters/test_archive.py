@@ -71,6 +71,11 @@ def test_btrfs_chain_to_a_local_archive_restores_identical_and_verifies(make_btr
         assert b"generation" not in stored, "the archive holds only ciphertext"
     assert not list(vault.rglob("*.part"))
 
+    status = cli(config, "status", "--json")
+    [vault_status] = status.json["jobs"][0]["targets"]
+    assert vault_status["target_snapshots"] == 3 and vault_status["newest_common"] == records[-1]["snapshot"]
+    assert vault_status["last_error"] is None
+
     ok = cli(config, "verify", "home", "--identity", str(tmp_path / "key.txt"), "--json")
     assert ok.code == 0, ok.out + ok.err
     assert ok.json[0]["files_checked"] == 3 and ok.json[0]["problems"] == []
