@@ -8,7 +8,7 @@ set -euo pipefail
 
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 packages=(btrfs-progs zfs-fuse openssh-server openssh-client python3 python3-venv util-linux zstd btrbk
-          postgresql mariadb-server)
+          postgresql mariadb-server age)
 # shellcheck source=scripts/uv.sh
 source "$repo/scripts/uv.sh"
 

@@ -37,13 +37,16 @@ class TargetMember:
     snapshots: tuple[Snapshot, ...] | None    # complete received copies; None: no copy yet
     resume_token: str | None = None
     unfinished: tuple[str, ...] = ()          # snapshots present only as unfinished receives
+    chain_start: int | None = None            # archive: creation time of the newest chain's full stream
 
 
 class Pipe(Protocol):
-    """Runs `send_argv` on `sender` into `receive_argv` on `receiver`; returns the bytes moved."""
+    """Runs `send_argv` on `sender` into `receive_argv` on `receiver`; returns the bytes moved.
+    `filters` are local commands the stream passes through in between (an archive's zstd and
+    age), each reading the one before it."""
 
     async def __call__(self, sender: Runner, send_argv: list[str], receiver: Runner,
-                       receive_argv: list[str], *, expected: int | None = None) -> int: ...
+                       receive_argv: list[str], *, filters: Sequence[Sequence[str]] = ()) -> int: ...
 
 
 class SourceHalf(Protocol):
@@ -102,6 +105,7 @@ class SourceHalf(Protocol):
 class TargetHalf(Protocol):
     runner: Runner
     partial_receives: bool  # an interrupted receive leaves a copy only the log can vouch for
+    intermediates: bool     # takes one stream that carries many snapshots (else one per snapshot)
     destroys_in_one_call: bool
 
     async def list(self, members: Sequence[str], *, create: bool = False,

@@ -114,6 +114,7 @@ class BtrfsSourceHalf:
 
 class BtrfsTargetHalf:
     partial_receives = True
+    intermediates = True
     destroys_in_one_call = True
 
     def __init__(self, target: Target, runner: Runner, *, local: Runner,

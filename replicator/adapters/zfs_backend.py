@@ -121,6 +121,7 @@ class ZfsSourceHalf:
 
 class ZfsTargetHalf:
     partial_receives = False   # a partial receive is resume state, not a dataset in the way
+    intermediates = True
     destroys_in_one_call = False
 
     def __init__(self, target: Target, runner: Runner, *, guard: Callable[[list[str]], list[str]]) -> None:

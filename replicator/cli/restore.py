@@ -35,6 +35,8 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--dataset", "--subvolume", dest="members", action="append", default=[],
                         metavar="NAME", help="only this dataset or subvolume of the job, as the config "
                                              "names it (repeatable; default: all of them)")
+    parser.add_argument("--identity", metavar="FILE",
+                        help="an archive target's age identity (key file), to decrypt its streams")
     parser.add_argument("--dry-run", action="store_true", help="say what would be restored, change nothing")
     progress.add_option(parser)
     parser.set_defaults(handler=handle)
@@ -49,7 +51,8 @@ def handle(args: argparse.Namespace) -> int:
             raise UsageError(f"--at {args.at!r} is not a time", hint="write e.g. 2026-11-25T10:00") from None
         at = at if at.tzinfo else at.astimezone()
     request = Request(target=args.target, snapshot=args.snapshot, at=at, to=args.to,
-                      in_place=args.in_place, dry_run=args.dry_run, members=tuple(args.members))
+                      in_place=args.in_place, dry_run=args.dry_run, members=tuple(args.members),
+                      identity=args.identity)
 
     if args.all == bool(args.job):
         raise UsageError("name one JOB, or --all for every job", hint="replicator restore --all --in-place")

@@ -17,12 +17,15 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("job", metavar="JOB")
     parser.add_argument("--target", action="append", default=[], metavar="NAME", help="only this target")
     parser.add_argument("--sample", type=int, metavar="N", help="check N random files instead of all")
+    parser.add_argument("--identity", metavar="FILE",
+                        help="an archive target's age identity: also decrypt and parse its streams")
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     async def verify(ctx: Context, jobs: list[Job]) -> list[Verified]:
-        return await verify_job(jobs[0], ctx, target_names=args.target, sample=args.sample)
+        return await verify_job(jobs[0], ctx, target_names=args.target, sample=args.sample,
+                                identity=args.identity)
 
     results = with_context(args, verify, jobs=[args.job])
     if args.json:

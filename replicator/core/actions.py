@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Sequence
 
+from replicator.core.archive import starts_chain
 from replicator.core.model import Snapshot
-from replicator.core.planner import Conflict, ConflictKind, Plan, Step, plan
+from replicator.core.planner import Conflict, ConflictKind, Plan, Step, StepKind, plan
 
 
 class Action:
@@ -93,7 +94,9 @@ class KeepBase(Action):
 class Strategy:
     """How a backend pair works: one stream for many snapshots or a chain; holds and bookmarks
     on the source; partial receives the log must vouch for; rollback allowed; which target
-    snapshots a rollback must spare (pull mode: those that came from the untrusted source)."""
+    snapshots a rollback must spare (pull mode: those that came from the untrusted source);
+    `full_every` (an archive target): seconds after which a chain of incrementals starts over
+    with a full stream."""
 
     intermediates: bool
     holds: bool = False
@@ -101,6 +104,7 @@ class Strategy:
     partial_receives: bool = False
     allow_rollback: bool = False
     spare: Callable[[str], bool] = lambda name: False
+    full_every: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +112,8 @@ class Sides:
     """One member's two sides. `target` is None where the target has no copy yet; `unfinished`
     names snapshots the target holds only as unfinished receives; `stale_token` is a token that
     was tried and can never work again; `restored` is the snapshot the source was restored from
-    in place, while nothing taken since is on the target (see `plan`)."""
+    in place, while nothing taken since is on the target (see `plan`); `chain_start` the creation
+    time of the full stream the target's newest chain starts with (an archive target)."""
 
     source: tuple[Snapshot, ...]
     target: tuple[Snapshot, ...] | None
@@ -117,6 +122,7 @@ class Sides:
     stale_token: str | None = None
     unfinished: tuple[str, ...] = ()
     restored: Snapshot | None = None
+    chain_start: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +175,27 @@ def decide(sides: Sides, strategy: Strategy, history: History | None = None, *,
     final = decision.steps[-1].snapshot if decision.steps else None
     if final is not None and strategy.holds:
         actions.append(Protect(final))
-    for step in decision.steps:
+    for step in _restart_chains(decision.steps, sides.chain_start, strategy.full_every):
         name = step.snapshot.name if step.snapshot else ""
         actions.append(Send(step, retry=name in history.interrupted, starved=name in history.starved))
     if strategy.holds:
         actions.append(KeepBase(on_success=final or decision.common, on_failure=decision.common,
                                 release=final, bookmark=strategy.bookmarks))
     return Decision(tuple(actions), common=decision.common)
+
+
+def _restart_chains(steps: Sequence[Step], start: int | None, full_every: int | None) -> list[Step]:
+    """Each incremental whose snapshot is `full_every` newer than its chain's full stream becomes
+    a full stream, which starts the next chain."""
+    restarted = []
+    for step in steps:
+        if step.snapshot is not None and step.kind is StepKind.INCREMENTAL \
+                and starts_chain(start, step.snapshot.creation, full_every):
+            step = Step(StepKind.FULL, step.snapshot)
+        if step.kind is StepKind.FULL and step.snapshot is not None:
+            start = step.snapshot.creation
+        restarted.append(step)
+    return restarted
 
 
 def _clear_partials(decision: Plan, unfinished: Sequence[str], history: History, allow_rollback: bool,

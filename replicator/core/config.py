@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from replicator.core import names
 from replicator.core.compress import DEFAULT_LEVEL, LEVELS
-from replicator.core.config_model import (_NAME, WEEKDAYS, BtrfsSource, Config, Daemon, Host, Job, Notify,
+from replicator.core.config_model import (_NAME, WEEKDAYS, Archive, BtrfsSource, Config, Daemon, Host, Job, Notify,
                                           Resumable, Retention, Schedule, Source, Target, ZfsSource)
 from replicator.core.errors import ConfigError
 from replicator.core.hooks import NO_HOOKS, Hooks, parse_hooks
@@ -22,7 +22,7 @@ from replicator.core.schedule import MIN_INTERVAL, Rule, ScheduleSyntaxError, pa
 from replicator.core.space import parse_emergency, parse_min_free
 from replicator.core.space import parse_size as parse_bytes
 
-__all__ = ["BtrfsSource", "Config", "Daemon", "Host", "Job", "Notify", "Retention", "Schedule", "Source", "Target",
+__all__ = ["Archive", "BtrfsSource", "Config", "Daemon", "Host", "Job", "Notify", "Retention", "Schedule", "Source", "Target",
            "ZfsSource", "config_from_dict", "parse_bytes", "parse_config"]
 
 
@@ -327,7 +327,12 @@ class _Reader:
 
     def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
         t = self.table(path, value, {"name", "path", "host", "retention", "rate_limit", "stall_timeout",
-                                     "rollback_diverged", "resumable", "compress"})
+                                     "rollback_diverged", "resumable", "compress", "kind", "recipients",
+                                     "recipients_file", "full_every"})
+        kind = self.get(path, t, "kind", str, "filesystem")
+        if kind not in ("filesystem", "archive"):
+            self.problem(f"{path}.kind", f"{kind!r} is not a target kind: use \"archive\" (encrypted stream "
+                                         "files in a directory) or leave it out (a filesystem that receives)")
         resumable = self.resumable(path, t)
         stall = self.interval(path, t, "stall_timeout", "10m")
         rollback = self.get(path, t, "rollback_diverged", bool, False)
@@ -343,8 +348,14 @@ class _Reader:
             known = ", ".join(sorted(hosts)) or "none defined"
             self.problem(f"{path}.host", f"no [hosts.{host}] table (hosts: {known}): define it or fix the name")
         target_path = self.get(path, t, "path", str)
+        archive = self.archive(path, t) if kind == "archive" else None
         if target_path is None:
             target_path = ""
+        elif archive is not None:
+            target_path = target_path.rstrip("/") or "/"
+            if not target_path.startswith("/"):
+                self.problem(f"{path}.path", f"{target_path!r} is not an absolute path: an archive target's "
+                                             "path is the directory its files are written to")
         elif isinstance(source, ZfsSource):
             if why := names.zfs_dataset_problem(target_path):
                 self.problem(f"{path}.path", why)
@@ -359,16 +370,38 @@ class _Reader:
             self.problem(f"{path}.name", f"{name!r}: target names use 1-64 letters, digits, '_', '.' and '-'")
         return Target(name=name or "", path=target_path, host=host, retention=self.retention(path, t),
                       rate_limit=limit, stall_timeout=float(stall or 600), rollback_diverged=bool(rollback),
-                      resumable=resumable, compress_level=self.compress(path, t, host, source))
+                      resumable=resumable, archive=archive,
+                      compress_level=None if archive else self.compress(path, t, host, source))
+
+    def archive(self, path: str, table: Mapping[str, Any]) -> Archive:
+        """An archive target's recipients and zstd level (its `compress`, "zstd" by default)."""
+        recipients = self.get(path, table, "recipients", list, [])
+        if not all(isinstance(r, str) and r.strip() and "\n" not in r for r in recipients or ()):
+            self.problem(f"{path}.recipients", "expected a list of age recipients (public keys such as "
+                                               "\"age1...\" or \"ssh-ed25519 AAAA...\")")
+            recipients = []
+        recipients_file = self.get(path, table, "recipients_file", str, None)
+        if not recipients and not recipients_file:
+            self.problem(path, "an archive target encrypts to age recipients: set recipients = [\"age1...\"] "
+                               "(age-keygen -y KEYFILE prints a key's) or recipients_file")
+        value = table.get("compress", "zstd")
+        level = _zstd_level(value)
+        if level is None:
+            self.problem(f"{path}.compress", f"{json.dumps(value, default=str)} is not a choice for an archive "
+                                             f"target: write \"zstd\" (level {DEFAULT_LEVEL}, the default) or "
+                                             "\"zstd:N\" with N from 1 (fastest) to 19 (smallest)")
+            level = DEFAULT_LEVEL
+        full_every = self.interval(path, table, "full_every", None) if "full_every" in table else None
+        return Archive(recipients=tuple(recipients or ()), recipients_file=recipients_file, level=level,
+                       full_every=full_every)
 
     def compress(self, path: str, table: Mapping[str, Any], host: str | None, source: Source | None) -> int | None:
         """A target's `compress`: "none", "zstd" or "zstd:N" -> a zstd level, or None for none."""
         value = table.get("compress", "none")
         if value == "none":
             return None
-        match = re.fullmatch(r"zstd(?::([0-9]{1,2}))?", value) if isinstance(value, str) else None
-        level = None if match is None else int(match.group(1) or DEFAULT_LEVEL)
-        if level not in LEVELS:
+        level = _zstd_level(value)
+        if level is None:
             self.problem(f"{path}.compress", f"{json.dumps(value, default=str)} is not a choice: write \"zstd\" "
                                              f"(level {DEFAULT_LEVEL}), \"zstd:N\" with a level N from 1 (fastest) "
                                              "to 19 (smallest), or \"none\" (the default)")
@@ -440,6 +473,13 @@ def _known_zone(name: str) -> bool:
 def _type_name(value: Any) -> str:
     return {dict: "a table", list: "an array", str: "a string", bool: "a boolean",
             int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _zstd_level(value: Any) -> int | None:
+    """"zstd" or "zstd:N" -> a zstd level; None for anything else."""
+    match = re.fullmatch(r"zstd(?::([0-9]{1,2}))?", value) if isinstance(value, str) else None
+    level = None if match is None else int(match.group(1) or DEFAULT_LEVEL)
+    return level if level in LEVELS else None
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

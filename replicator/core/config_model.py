@@ -74,6 +74,18 @@ RESUMABLE: tuple[Resumable, ...] = get_args(Resumable)
 
 
 @dataclass(frozen=True, slots=True)
+class Archive:
+    """What an archive target (`kind = "archive"`) does to a stream before it is stored: zstd at
+    `level`, then age to every recipient (public keys, and the keys in `recipients_file`), so
+    the storage and the sending host hold only ciphertext."""
+
+    recipients: tuple[str, ...] = ()
+    recipients_file: str | None = None
+    level: int = 3
+    full_every: int | None = None    # seconds: a snapshot this much newer than its chain's full stream starts a new chain
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     name: str
     path: str
@@ -86,6 +98,9 @@ class Target:
     # zstd level (1-19) of this target's streams, compressed here and decompressed on its host;
     # None: sent as they are. Only for a remote target fed by a local sender.
     compress_level: int | None = None
+    # An archive target stores streams as encrypted files in the directory `path` (any
+    # filesystem, here or on `host`) instead of receiving them; None: a filesystem target.
+    archive: Archive | None = None
 
     @property
     def where(self) -> str:

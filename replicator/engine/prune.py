@@ -172,6 +172,15 @@ async def _apply(ctx: Context, side: _Side, job: Job, report: PruneReport, dry_r
         report.notes.append(f"{side.label} {side.shown}: {ahead} snapshot(s) dated after now are kept "
                             "whatever the policy says; check the clock of the host that named them")
     doomed = [v.name for v in verdicts if not v.keep]
+    # An archive stores incrementals as files on their parents: what a kept one needs stays.
+    needed = getattr(side.half, "needed", None)
+    if doomed and needed is not None:
+        kept = {s.name for s in side.snapshots} - set(doomed)
+        for name, why in (await needed(side.location, kept)).items():
+            if name in items and name in doomed:
+                items[name].action = "keep"
+                items[name].reasons.append(why)
+                doomed.remove(name)
     if dry_run or not doomed:
         return
     # ZFS destroys one snapshot per call (zfs-fuse knows no lists), each recorded; btrfs

@@ -135,10 +135,11 @@ class _TargetRun:
     def strategy(self) -> Strategy:
         pulled = self.job.source.host is not None
         prefix = self.job.snapshot_prefix
-        return Strategy(intermediates=self.src.intermediates, holds=self.src.holds, bookmarks=self.src.bookmarks,
+        return Strategy(intermediates=self.src.intermediates and self.dst.intermediates, holds=self.src.holds, bookmarks=self.src.bookmarks,
                         partial_receives=self.dst.partial_receives, allow_rollback=self.target.rollback_diverged,
                         # In pull mode what came from the source is not the untrusted source's to destroy.
-                        spare=lambda name: pulled and names.parse_snapshot_name(name, prefix) is not None)
+                        spare=lambda name: pulled and names.parse_snapshot_name(name, prefix) is not None,
+                        full_every=self.target.archive.full_every if self.target.archive else None)
 
     async def member(self, member: SourceMember, copy: TargetMember, result: TargetResult) -> None:
         assert member.snapshots is not None
@@ -146,7 +147,7 @@ class _TargetRun:
         while True:
             sides = Sides(member.snapshots, copy.snapshots, member.bases,
                           resume_token=None if self.dry_run else copy.resume_token, stale_token=stale,
-                          unfinished=copy.unfinished,
+                          unfinished=copy.unfinished, chain_start=copy.chain_start,
                           restored=restored.base(self.ctx, self.job.name, self.job.snapshot_prefix, member.name,
                                                  member.snapshots, copy.snapshots or ()))
             decision = self.decide(member.name, sides)
@@ -289,9 +290,10 @@ class _TargetRun:
     def pipe(self, label: str, expected: int | None = None):
         ctx, target = self.ctx, self.target
 
-        async def run(sender: Runner, send_argv: list[str], receiver: Runner, receive_argv: list[str]) -> int:
+        async def run(sender: Runner, send_argv: list[str], receiver: Runner, receive_argv: list[str], *,
+                      filters: Sequence[Sequence[str]] = ()) -> int:
             return await stream(ctx, label, target, sender, send_argv, receiver, receive_argv,
-                                compress=target.compress_level, expected=expected)
+                                compress=target.compress_level, expected=expected, filters=filters)
         return run
 
     def transferred(self, step: Step) -> Transferred:

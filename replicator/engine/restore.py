@@ -66,6 +66,7 @@ class Request:
     dry_run: bool = False
     # Only these datasets / subvolumes of the job (as the config names them); empty: all.
     members: tuple[str, ...] = ()
+    identity: str | None = None      # an archive target's age identity file
 
 
 def choose(snapshots: tuple[Snapshot, ...], request: Request, prefix: str) -> Snapshot:
@@ -111,6 +112,10 @@ async def restore(job: Job, ctx: Context, request: Request) -> list[Restored]:
         raise UsageError("say where to restore: --to PATH or HOST:PATH, or --in-place over the original",
                          hint="--in-place moves the original aside first; it is kept")
     target = _target(job, request.target)
+    if target.archive is not None:
+        from replicator.engine import archive_restore  # it builds on this module
+        with target_lock(ctx.state_dir, job.name, target.name):
+            return await archive_restore.restore(job, target, ctx, request, request.identity)
     _check_members(job, request.members)
     runner = await ctx.runner(target.host)
     _check_endpoint(target, await ctx.endpoint(target.host))

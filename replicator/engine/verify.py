@@ -64,17 +64,23 @@ def common(source: Sequence[Snapshot], target: Sequence[Snapshot]) -> tuple[Snap
 
 
 async def verify_job(job: Job, ctx: Context, *, target_names: Sequence[str] = (),
-                     sample: int | None = None, doing: str = "verifying") -> list[Verified]:
+                     sample: int | None = None, doing: str = "verifying",
+                     identity: str | None = None) -> list[Verified]:
     """One result per source dataset or subvolume and target. `doing` is what the target's lock
     says to others: "verifying" (a person's command, which the daemon waits out) or, from the
-    daemon's own schedule, "" (then a person's command finds it busy)."""
+    daemon's own schedule, "" (then a person's command finds it busy). `identity`: an archive
+    target's age identity, to parse its streams too."""
     results = []
     for target in job.targets:
         if target_names and target.name not in target_names:
             continue
         try:
             with target_lock(ctx.state_dir, job.name, target.name, doing):
-                results += await _verify_target(job, target, ctx, sample)
+                if target.archive is not None:
+                    from replicator.engine import archive_restore  # it builds on this module
+                    results += await archive_restore.verify(job, target, ctx, identity)
+                else:
+                    results += await _verify_target(job, target, ctx, sample)
         except TargetBusy as e:
             results.append(Verified(job.name, target.name, "*", None, busy=True, problems=[str(e)]))
         except ReplicatorError as e:

@@ -163,3 +163,33 @@ def test_an_unfinished_receive_not_ours_stops_the_member_and_names_it():
 def test_without_the_log_unfinished_receives_are_not_looked_at():
     decision = decide(Sides((snap(1), snap(2)), (snap(1),), unfinished=("s002",)), BTRFS)
     assert isinstance(decision, Decision) and len(decision.sends) == 1
+
+
+ARCHIVE = Strategy(intermediates=False, full_every=100)
+
+
+def dated(n: int) -> Snapshot:
+    return Snapshot(name=f"s{n:03d}", guid=f"sg{n}", order=n, creation=n * 10)
+
+
+def test_an_archive_chain_starts_over_with_a_full_stream_every_full_every():
+    source = tuple(dated(n) for n in range(0, 31))
+    decision = decide(Sides(source, source[:3], chain_start=0), ARCHIVE)
+    assert isinstance(decision, Decision)
+    kinds = [(s.step.snapshot.name, s.step.kind) for s in decision.sends]
+    fulls = [name for name, kind in kinds if kind is StepKind.FULL]
+    assert fulls == ["s010", "s020", "s030"], "each 100 s after the chain's full stream"
+    assert len(kinds) == 28 and all(s.step.base is None for s in decision.sends if s.step.kind is StepKind.FULL)
+
+
+@given(st.integers(1, 40), st.integers(1, 200))
+def test_no_chain_is_older_than_full_every(length, every):
+    source = tuple(dated(n) for n in range(length))
+    decision = decide(Sides(source, None), Strategy(intermediates=False, full_every=every))
+    assert isinstance(decision, Decision)
+    start = None
+    for send in decision.sends:
+        step = send.step
+        if step.kind is StepKind.FULL:
+            start = step.snapshot.creation
+        assert step.snapshot.creation - start < every or step.kind is StepKind.FULL

@@ -188,3 +188,19 @@ def test_an_interval_below_the_minimum_is_refused(key):
 def test_the_minimum_interval_itself_is_accepted():
     schedule = parse_config(with_schedule('every = "1m"\nreplicate_every = "60s"')).jobs[1].schedule
     assert (schedule.snapshot.seconds, schedule.replicate.seconds) == (60, 60)
+
+
+def test_an_archive_target_needs_recipients_and_takes_full_every():
+    from replicator.core.config import parse_config
+    from replicator.core.errors import ConfigError
+    job = ('[[job]]\nname = "a"\n[job.source]\nkind = "btrfs"\nsubvolumes = ["/m/d"]\nsnapshot_dir = "/m/s"\n'
+           '[[job.target]]\nkind = "archive"\npath = "/vault"\n')
+    config = parse_config(job + 'recipients = ["age1xyz"]\nfull_every = "1w"\ncompress = "zstd:9"\n')
+    [target] = config.jobs[0].targets
+    assert target.archive is not None and target.archive.full_every == 7 * 86400
+    assert target.archive.level == 9 and target.compress_level is None
+    try:
+        parse_config(job.replace('"/vault"', '"vault"') + 'kind2 = 1\n')
+    except ConfigError as e:
+        text = str(e)
+    assert "recipients" in text and "absolute path" in text and "kind2" in text
