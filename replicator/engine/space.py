@@ -26,6 +26,11 @@ async def guard(job: Job, ctx: Context, *, dry_run: bool = False) -> None:
     if threshold is None:
         return
     spaces = await _measure(job, ctx)
+    if spaces is not None and any(s.below(threshold) for s in spaces):
+        # Snapshots deleted a moment ago (the last prune) may not be freed yet: btrfs cleans
+        # them in the background, OpenZFS in later transaction groups.
+        await _settle(job, ctx)
+        spaces = await _measure(job, ctx)
     if spaces is None or not any(s.below(threshold) for s in spaces):
         return
     log.warning("source short of space: pruning it by retention before the snapshot", job=job.name,
