@@ -51,6 +51,11 @@ class ZfsSource:
     emergency_preserve: tuple[PreserveRule, ...] | None = None  # source retention while short of space
     kind: Literal["zfs"] = "zfs"
 
+    @property
+    def members(self) -> tuple[str, ...]:
+        """What the config names to replicate: datasets (with `recursive`, their children too)."""
+        return self.datasets
+
 
 @dataclass(frozen=True, slots=True)
 class BtrfsSource:
@@ -61,6 +66,11 @@ class BtrfsSource:
     min_free: MinFree | None = None  # the space guard (core/space.py); None: none
     emergency_preserve: tuple[PreserveRule, ...] | None = None  # source retention while short of space
     kind: Literal["btrfs"] = "btrfs"
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """What the config names to replicate: subvolumes."""
+        return self.subvolumes
 
 
 Source = ZfsSource | BtrfsSource

@@ -37,7 +37,7 @@ class Tally:
 
 
 def roots(job: Job) -> tuple[str, ...]:
-    return job.source.datasets if job.source.kind == "zfs" else job.source.subvolumes
+    return job.source.members
 
 
 def configured_root(job: Job, location: Any) -> str | None:

@@ -151,7 +151,7 @@ async def verify(job: Job, target: Target, ctx: Context, identity: str | None) -
     store = _store(job, target, await ctx.runner(target.host))
     held = members(job, await store.files())
     results = []
-    wanted = job.source.datasets if isinstance(job.source, ZfsSource) else job.source.subvolumes
+    wanted = job.source.members
     for member in wanted:
         if member not in held:
             results.append(Verified(job.name, target.name, member, None,

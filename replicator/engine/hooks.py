@@ -11,7 +11,7 @@ import structlog
 import trio
 
 from replicator.adapters.hookrun import HookRun, run_hook
-from replicator.core.config import Job, Target, ZfsSource
+from replicator.core.config import Job, Target
 from replicator.core.errors import HookError
 from replicator.core.hooks import Hook, Level, Moment, Outcome, environment, levels
 from replicator.engine.context import Context
@@ -38,7 +38,7 @@ async def hooked(job: Job, ctx: Context, step: Literal["snapshot", "replicate"],
     Raises HookError when a hook with on_failure = "abort" fails: a pre hook's before the block
     runs, a post hook's after a block that succeeded. Post hooks run even when the block fails
     or is cancelled (shielded, each bounded by its own timeout): they resume the application."""
-    locations = job.source.datasets if isinstance(job.source, ZfsSource) else job.source.subvolumes
+    locations = job.source.members
 
     async def run(moment: Moment, scope: str, hook: Hook, outcome: Outcome | None) -> HookRun:
         env = environment(job=job.name, moment=moment, scope=scope, kind=job.source.kind,

@@ -127,7 +127,7 @@ async def restore(job: Job, ctx: Context, request: Request) -> list[Restored]:
 
 
 def _check_members(job: Job, members: tuple[str, ...]) -> None:
-    known = job.source.datasets if isinstance(job.source, ZfsSource) else job.source.subvolumes
+    known = job.source.members
     unknown = [m for m in members if m not in known
                and not (isinstance(job.source, ZfsSource) and job.source.recursive
                         and any(m.startswith(d + "/") for d in known))]
