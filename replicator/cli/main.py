@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from typing import NamedTuple, Sequence
@@ -50,7 +51,7 @@ EPILOG = """exit codes:
   0  done            1  warning          2  usage or config error (nothing changed)
   3  a target failed (the others were served)   4  a snapshot failed
   5  the state directory (log, locks) cannot be used: read-only, deleted or full
-  128+N  stopped by signal N (130: Ctrl-C)"""
+  128+N  stopped by signal N (130: Ctrl-C; 141: the reader of stdout went away, as `| head`)"""
 
 
 def chosen(argv: Sequence[str]) -> Subcommand | None:
@@ -103,7 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        # stdout is block-buffered into a pipe: a reader that left early (`| head`) is only
+        # noticed here, and Python would print a traceback for it at exit.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = 128 + signal.SIGPIPE
+    if code == 128 + signal.SIGPIPE:
+        # Whatever is still buffered can never be written; drop it so shutdown stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
 
 
 if __name__ == "__main__":

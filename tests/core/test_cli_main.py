@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 
@@ -69,3 +71,20 @@ def test_an_unknown_subcommand_is_a_usage_error(capsys):
 def test_status_and_trigger_reach_the_daemon_without_the_engine():
     # The engine, trio and structlog come only when status answers without a daemon.
     assert imported_after("import replicator.cli.status, replicator.cli.trigger") == []
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """`replicator import-btrbk | head -1`: the reader is gone before replicator writes. The run
+    ends with 128+SIGPIPE, as a shell tool killed by SIGPIPE would, and prints no traceback."""
+    conf = tmp_path / "btrbk.conf"
+    conf.write_text("".join(f"volume /mnt/pool{i}\n  subvolume data{i}\n" for i in range(2000)))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        run = subprocess.run([sys.executable, "-c", "from replicator.cli.main import entry; entry()",
+                              "import-btrbk", str(conf)],
+                             stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert run.returncode == 128 + signal.SIGPIPE, run.stderr
+    assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr, run.stderr
