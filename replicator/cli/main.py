@@ -51,6 +51,7 @@ EPILOG = """exit codes:
   0  done            1  warning          2  usage or config error (nothing changed)
   3  a target failed (the others were served)   4  a snapshot failed
   5  the state directory (log, locks) cannot be used: read-only, deleted or full
+  6  a snapshot was not taken: its source is below min_free even after pruning
   128+N  stopped by signal N (130: Ctrl-C; 141: the reader of stdout went away, as `| head`)"""
 
 
