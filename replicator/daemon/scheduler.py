@@ -127,9 +127,13 @@ async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pac
         verify_due = state.next_verify is not None and state.next_verify <= now
         if not (snapshot_due or replicate_due or verify_due):
             continue
+        # A run that only verifies says nothing about snapshots or replication: it must not end
+        # a failing streak, nor cancel the retry that streak is waiting for.
+        acted = snapshot_due or replicate_due
         async with slots.overlap, slots.limiter:
             ok = True
-            state.failed_action = None
+            if acted:
+                state.failed_action = None
             if snapshot_due:
                 state.running = "snapshot"
                 ok = await actions.snapshot(job)
@@ -147,9 +151,9 @@ async def run_job(job: Job, state: JobState, actions: Actions, slots: Slots, pac
                 state.last_verify = now
             state.running = None
         failures_before = state.failures
-        _after(state, ok, wall(), pace.retry_initial, pace.retry_max)
-        if on_change is not None and (snapshot_due or replicate_due) and \
-                (failures_before == 0) != (state.failures == 0):
+        if acted:
+            _after(state, ok, wall(), pace.retry_initial, pace.retry_max)
+        if on_change is not None and acted and (failures_before == 0) != (state.failures == 0):
             on_change(state, failures_before)
         if after_run is not None:
             after_run(state)

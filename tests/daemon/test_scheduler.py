@@ -236,3 +236,21 @@ async def test_on_change_is_called_once_when_failing_starts_and_once_when_it_end
                       on_change=lambda s, before: changes.append((trio.current_time(), s.failures, before)))
     # Four failed runs in a row (the first, then retries after 60, 120, 240 s), then success.
     assert changes == [(0, 1, 0), (60 + 120 + 240 + 480, 0, 4)]
+
+
+async def test_a_verify_between_retries_neither_resets_nor_delays_the_failing_streak(autojump_clock):
+    class FailingWithVerify(Recorder):
+        async def verify(self, job):
+            return True
+
+    state, changes = JobState("tank"), []
+    j = job(snapshot=parse_interval("1d"), verify=parse_cron("30 0 * * *"))
+    with trio.move_on_after(3600):
+        await run_job(j, state, FailingWithVerify(fail_replications=100),
+                      Slots(trio.CapacityLimiter(1), trio.Lock()), Pace(UTC, wall, retry_initial=60, retry_max=3600),
+                      on_change=lambda s, before: changes.append((trio.current_time(), s.failures)))
+    # The verify at 00:30 (1800 s) falls between the retries at 900 and 1860 s: it must not end
+    # the streak (no recovery notice, failures kept) nor cancel the retry that was due.
+    assert state.failures == 6 and state.failed_action == "replicate"
+    assert changes == [(0, 1)]
+    assert state.last_verify == BASE + timedelta(seconds=1800)
