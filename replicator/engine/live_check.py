@@ -77,7 +77,9 @@ async def _source(job: Job, ctx: Context) -> list[Finding]:
     if not isinstance(source, BtrfsSource):
         zfs = Zfs(runner)
         return [await _exists(f"job {job.name}: source {ds}", zfs.exists(ds), where) for ds in source.datasets]
-    found = [await _exists(f"job {job.name}: source {sv}", _is_directory(runner, sv), where)
+    # An endpoint answers only its fixed commands, so there a directory is all that can be seen.
+    plain_shell = source.host is None or ctx.endpoints.get(source.host) is None
+    found = [await _subvolume(f"job {job.name}: source {sv}", runner, sv, where, plain_shell)
              for sv in source.subvolumes]
     what = f"job {job.name}: snapshot_dir {source.snapshot_dir}"
     try:
@@ -113,6 +115,28 @@ async def _exists(what: str, asked, where: str) -> Finding:
     except ReplicatorError as e:
         return Finding(what, False, str(e))
     return Finding(what, there, f"exists {where}" if there else f"does not exist {where}: fix the path")
+
+
+async def _subvolume(what: str, runner: Runner, path: str, where: str, look_closer: bool) -> Finding:
+    """A source must be a subvolume, not a directory inside one: `btrfs subvolume snapshot`
+    refuses a plain directory, so without this the first snapshot is where the user learns it."""
+    found = await _exists(what, _is_directory(runner, path), where)
+    if not found.ok or not look_closer:
+        return found
+    try:
+        inode = await runner.run(["stat", "--format=%i", "--", path])
+        filesystem = await runner.run(["stat", "--file-system", "--format=%T", "--", path])
+    except ReplicatorError as e:
+        return Finding(what, False, str(e))
+    if filesystem.stdout.strip() != "btrfs":
+        return Finding(what, False, f"is not on btrfs {where}: a btrfs source must be a subvolume "
+                                    "of a btrfs filesystem; fix the path, or use a ZFS job")
+    # Every subvolume's root directory is inode 256 (BTRFS_FIRST_FREE_OBJECTID); nothing else is.
+    if inode.stdout.strip() != "256":
+        return Finding(what, False, f"is a directory {where}, not a btrfs subvolume: name the subvolume "
+                                    "that contains it, or make it one (`btrfs subvolume create NEW`, "
+                                    "copy the files in with `cp -a --reflink`, then swap the names)")
+    return Finding(what, True, f"exists {where}, a btrfs subvolume")
 
 
 async def _is_directory(runner: Runner, path: str) -> bool:

@@ -51,7 +51,7 @@ def test_live_check_passes_what_exists_and_names_what_does_not(make_btrfs, sshd,
     assert f"FAIL host backup: identity_file {tmp_path / 'no-key'}: does not exist" in result.out
     assert "FAIL host backup: cannot connect" in result.out
     assert f"FAIL job home: source {fs / 'typo'}: does not exist on this host" in result.out
-    assert f"ok   job home: source {source}: exists on this host" in result.out
+    assert f"ok   job home: source {source}: exists on this host, a btrfs subvolume" in result.out
     assert f"FAIL job home: snapshot_dir {fs / 'nosnaps'}: does not exist on this host" in result.out
     assert f"FAIL job home: target local {fs / 'nothere/hostA'}: neither it nor its parent exists" in result.out
     # Plain check-config does not look: the config itself is well-formed.
@@ -78,3 +78,22 @@ def test_live_check_refuses_an_endpoint_whose_role_does_not_fit(make_btrfs, tmp_
     target = found[f"job home: target offsite backup:{backup}"]
     assert not target["ok"] and "is a `replicator serve --role send` endpoint; this needs role receive" \
         in target["detail"], target
+
+
+def test_live_check_names_a_source_that_is_a_directory_not_a_subvolume(make_btrfs, tmp_path):
+    fs = make_btrfs()
+    source, snaps, backup = layout(fs)
+    plain = source / "photos"
+    plain.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(btrfs_job("home", [source, plain, tmp_path], snaps,
+                                [target_table(str(backup), None, "local")]))
+    result = cli(config, "check-config", "--live", "--json")
+    assert result.code == 3, result.out + result.err
+    found = findings(result)
+    assert found[f"job home: source {source}"]["ok"]
+    assert not found[f"job home: source {plain}"]["ok"]
+    assert "not a btrfs subvolume" in found[f"job home: source {plain}"]["detail"]
+    assert "btrfs subvolume create" in found[f"job home: source {plain}"]["detail"]
+    # pytest's tmp_path is not a subvolume root, whatever filesystem /tmp is on here.
+    assert not found[f"job home: source {tmp_path}"]["ok"]
