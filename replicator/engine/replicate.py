@@ -20,7 +20,7 @@ from replicator.adapters.backend import SourceHalf, SourceMember, TargetHalf, Ta
 from replicator.adapters.faults import crashpoint
 from replicator.adapters.locks import TargetBusy, target_lock
 from replicator.adapters.runner import Runner
-from replicator.core import names, raw
+from replicator.core import names, raw, resume_token
 from replicator.core.actions import (AbortResume, Action, ClearPartial, Decision, History, KeepBase, Protect,
                                      Resume, RollBack, Send, Sides, Strategy, decide)
 from replicator.core.config import Job, Target, ZfsSource
@@ -238,12 +238,12 @@ class _TargetRun:
                      result: TargetResult) -> None:
         """Finish an interrupted receive from where it stopped; then decide again. A token that
         can never work is aborted first (`_Replan(stale=...)`)."""
-        step = Step(StepKind.RESUME, None, resume_token=action.token)
-        record = Transferred("resume", None, None, False, compress=self.compress_label())
+        step = Step(StepKind.RESUME, None, resume_token=action.token, raw=_raw_token(action.token))
+        record = Transferred("resume", None, None, False, compress=self.compress_label(), raw=step.raw)
         result.transfers.append(record)
         recorded = self.ctx.txlog.start("send", self.job.name, target=self.target.name, source=member.name,
                                         destination=copy.destination, kind="resume", token=action.token[:32],
-                                        **compressed(self.target.compress_level))
+                                        **compressed(self.target.compress_level), **({"raw": True} if step.raw else {}))
         label = f"{self.job.name}/{self.target.name} {copy.destination} (resume)"
         try:
             record.bytes = await self.dst.receive(member.name, Send(step), self.src.runner,
@@ -316,6 +316,14 @@ class _TargetRun:
         if self._history is None:
             self._history = _histories(self.ctx, self.job, self.target)
         return self._history.get(names.basename(member), History())
+
+
+def _raw_token(token: str) -> bool:
+    """Whether a resume token continues a raw stream (for the record; `send -t` knows by itself)."""
+    try:
+        return resume_token.decode(token).raw
+    except resume_token.TokenError:
+        return False
 
 
 def _histories(ctx: Context, job: Job, target: Target) -> dict[str, History]:

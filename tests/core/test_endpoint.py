@@ -489,7 +489,7 @@ def test_requests_without_paths_are_left_as_they_are():
 def test_real_resume_tokens_decode(token):
     toname, toguid, fromguid = REAL_TOKENS[token]
     decoded = decode(token)
-    assert (decoded.toname, decoded.toguid, decoded.fromguid) == (toname, toguid, fromguid)
+    assert (decoded.toname, decoded.toguid, decoded.fromguid, decoded.raw) == (toname, toguid, fromguid, False)
 
 
 def test_crafted_tokens_decode_like_real_ones():

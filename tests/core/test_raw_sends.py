@@ -145,3 +145,15 @@ def test_raw_on_a_btrfs_target_is_refused():
         parse_config(CONFIG.format(line='name = "t"', btrfs="raw = true"))
     assert e.value.problems == ["job[1].target[0].raw: raw sends are ZFS's (zfs send -w); btrfs has no "
                                 "encryption to keep: leave raw out"]
+
+
+# Cut from `zfs send -w tank/enc@b | head -c 2000000 | zfs receive -s backup/enc2` on OpenZFS 2.3.2.
+RAW_TOKEN = ("1-b939fa48d-f0-789c636064000310a500c4ec50360710e72765a52697303030419460caa7a515a796806464e0f26c48f249"
+             "9525a9c5405a44490eabfe92fcf4d2cc140686d9555c4d0a53a2ae6b20c97382e5f31273538174625eb67e6a5eb24312c2"
+             "1ddc0c087727e7e71614a51617e76743c424a0ee80c9172596c3a4180010f01b92")
+
+
+def test_a_raw_streams_resume_token_says_so():
+    from replicator.core.resume_token import decode
+    decoded = decode(RAW_TOKEN)
+    assert (decoded.toname, decoded.raw) == ("tank/enc@b", True)
