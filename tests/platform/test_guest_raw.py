@@ -60,6 +60,7 @@ def test_an_encrypted_dataset_travels_raw_and_comes_back_with_its_key(guest_repl
     assert_keyless(guest, copy)
     status = guest_replicator.cli(config, "status", "--json")
     assert status.json["jobs"][0]["targets"][0]["raw"] is True
+    assert " ok raw" in guest_replicator.cli(config, "status").out
     log = guest_replicator.cli(config, "log")
     assert "(raw)" in log.out, log.out
 
