@@ -21,6 +21,7 @@ from replicator.core.actions import Send
 from replicator.core.errors import ReplicatorError, SnapshotError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step
+from replicator.core.raw import Encryption
 from replicator.core.space import Space
 
 
@@ -29,6 +30,7 @@ class SourceMember:
     name: str
     snapshots: tuple[Snapshot, ...] | None   # None: the member does not exist on the source
     bases: tuple[Snapshot, ...] = ()         # bookmarks: bases whose snapshot may be gone
+    encryption: Encryption | None = None     # ZFS native encryption; None: none on this filesystem
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class TargetMember:
     resume_token: str | None = None
     unfinished: tuple[str, ...] = ()          # snapshots present only as unfinished receives
     chain_start: int | None = None            # archive: creation time of the newest chain's full stream
+    encryption: Encryption | None = None      # ZFS: the copy's native encryption; None: none, or no copy
 
 
 class Pipe(Protocol):

@@ -16,6 +16,7 @@ from replicator.adapters.runner import LocalRunner, Runner
 from replicator.core.errors import SnapshotError
 from replicator.core.model import Snapshot, oldest_first
 from replicator.core.planner import Step, StepKind
+from replicator.core.raw import Encryption
 
 log = structlog.get_logger()
 
@@ -31,21 +32,12 @@ class Zfs:
         self.has_bookmarks: bool | None = None  # unknown until asked; zfs-fuse has none
         self.has_resume: bool | None = None     # resumable receive (`receive -s`, OpenZFS)
         self.has_estimate: bool | None = None   # `send -nP` (OpenZFS; zfs-fuse has no -n)
+        self.has_encryption: bool | None = None  # native encryption (OpenZFS; not zfs-fuse)
 
     async def listing(self, roots: Sequence[str], *, recursive: bool) -> dict[str, tuple[Snapshot, ...]]:
         """Every existing dataset under `roots` (or just the roots) with its snapshots, oldest
         first. A root that does not exist is simply absent from the result."""
-        found: dict[str, dict[str, str]] = {}
-        depth = ["-r"] if recursive else ["-d", "1"]
-        for batch in _batches(roots):
-            done = await self.runner.run(["zfs", "get", "-H", "-p", *depth, "-o", "name,property,value",
-                                          _PROPS, *batch])
-            if done.status != 0 and not _only_missing(done.stderr):
-                done.check()
-            for line in done.stdout.splitlines():
-                name, _, rest = line.partition("\t")
-                prop, _, value = rest.partition("\t")
-                found.setdefault(name, {})[prop] = value
+        found = await self._get(roots, _PROPS, recursive=recursive) or {}
         wanted = set(roots)
         result: dict[str, list[Snapshot]] = {}
         for name, props in found.items():
@@ -80,6 +72,43 @@ class Zfs:
                 result.setdefault(dataset, []).append(Snapshot(
                     name=mark, guid=guid, order=_int(txg), creation=_int(creation), is_bookmark=True))
         return {ds: oldest_first(marks) for ds, marks in result.items()}
+
+    async def encryption(self, roots: Sequence[str], *, recursive: bool) -> dict[str, Encryption] | None:
+        """Each existing dataset under `roots` (or just the roots) with its encryption; None
+        where this ZFS has no native encryption (zfs-fuse knows no such property), or an
+        endpoint from before raw sends does not let it be read (then it is sent as it was)."""
+        if self.has_encryption is False:
+            return None
+        found = await self._get(roots, "encryption,keystatus,encryptionroot", recursive=recursive, known=False)
+        if found is None:
+            self.has_encryption = False
+            return None
+        self.has_encryption = True
+        return {name: Encryption(props.get("encryption", "off"), props.get("keystatus", "-"),
+                                 props.get("encryptionroot", "-"))
+                for name, props in found.items() if "@" not in name and (recursive or name in roots)}
+
+    async def _get(self, roots: Sequence[str], props: str, *, recursive: bool,
+                   known: bool = True) -> dict[str, dict[str, str]] | None:
+        """Name -> property -> value of what lies under `roots` (or the roots and their
+        snapshots), in one `zfs get` per batch of roots. Unless `known`, None where this ZFS
+        has no such property."""
+        found: dict[str, dict[str, str]] = {}
+        depth = ["-r"] if recursive else ["-d", "1"]
+        for batch in _batches(roots):
+            done = await self.runner.run(["zfs", "get", "-H", "-p", *depth, "-o", "name,property,value",
+                                          props, *batch])
+            if not known and done.status != 0 and any(
+                    words in done.stderr for words in ("bad property list", "invalid property",
+                                                       "is not readable here")):
+                return None
+            if done.status != 0 and not _only_missing(done.stderr):
+                done.check()
+            for line in done.stdout.splitlines():
+                name, _, rest = line.partition("\t")
+                prop, _, value = rest.partition("\t")
+                found.setdefault(name, {})[prop] = value
+        return found
 
     async def resume_tokens(self, root: str) -> dict[str, str]:
         """Dataset -> `receive_resume_token` of interrupted resumable receives under `root`.
@@ -242,14 +271,16 @@ class Zfs:
 
 def send_argv(dataset: str, step: Step) -> list[str]:
     if step.kind is StepKind.RESUME:
+        # The token says whether the interrupted stream was raw; -t takes no -w.
         return ["zfs", "send", "-t", step.resume_token or ""]
     assert step.snapshot is not None
     snapshot = f"{dataset}@{step.snapshot.name}"
+    send = ["zfs", "send", "-w"] if step.raw else ["zfs", "send"]
     if step.kind is StepKind.FULL:
-        return ["zfs", "send", snapshot]
+        return [*send, snapshot]
     assert step.base is not None
     base = f"{dataset}{'#' if step.base.is_bookmark else '@'}{step.base.name}"
-    return ["zfs", "send", "-I" if step.intermediates else "-i", base, snapshot]
+    return [*send, "-I" if step.intermediates else "-i", base, snapshot]
 
 
 def receive_argv(dataset: str, *, resumable: bool = False) -> list[str]:

@@ -19,6 +19,7 @@ from replicator.core.config import Target, ZfsSource
 from replicator.core.errors import CommandError, ReplicatorError, StaleResumeToken, TargetModified, UsageError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
+from replicator.core.raw import Encryption
 from replicator.core.space import Space
 
 # What `zfs send -t` says when a token can never work again (as opposed to a broken link).
@@ -42,8 +43,10 @@ class ZfsSourceHalf:
     async def list(self, *, everything: bool = True) -> list[SourceMember]:
         listing = await self.zfs.listing(self.source.datasets, recursive=self.source.recursive)
         marks = await self.zfs.bookmarks(self.source.datasets, recursive=self.source.recursive)
+        crypt = await self.zfs.encryption(self.source.datasets, recursive=self.source.recursive)
         missing = [d for d in self.source.datasets if d not in listing]
-        return [SourceMember(d, listing.get(d), marks.get(d, ())) for d in parents_first([*listing, *missing])]
+        return [SourceMember(d, listing.get(d), marks.get(d, ()), _encryption(crypt, d))
+                for d in parents_first([*listing, *missing])]
 
     def group(self, name: str) -> tuple[str, ...]:
         return tuple(f"{dataset}@{name}" for dataset in self.source.datasets)
@@ -140,13 +143,15 @@ class ZfsTargetHalf:
                    resume: bool = True) -> dict[str, TargetMember]:
         listing = await self.zfs.listing([self.target.path], recursive=True)
         tokens = await self.zfs.resume_tokens(self.target.path) if resume else {}
-        return {m: TargetMember(d, listing.get(d), tokens.get(d))
+        crypt = await self.zfs.encryption([self.target.path], recursive=True)
+        return {m: TargetMember(d, listing.get(d), tokens.get(d), encryption=_encryption(crypt, d))
                 for m in members if (d := self.destination(m))}
 
     async def relist(self, member: str) -> TargetMember:
         destination = self.destination(member)
         listing = await self.zfs.listing([destination], recursive=False)
-        return TargetMember(destination, listing.get(destination, ()))
+        crypt = await self.zfs.encryption([destination], recursive=False)
+        return TargetMember(destination, listing.get(destination, ()), encryption=_encryption(crypt, destination))
 
     async def receive(self, member: str, send: Send, sender: Runner, argv: list[str], pipe: Pipe) -> int:
         step = send.step
@@ -199,6 +204,12 @@ class ZfsTargetHalf:
     async def destroy(self, member: str, snapshots: Sequence[str]) -> None:
         for name in snapshots:
             await self.zfs.destroy_snapshot(self.destination(member), name)
+
+
+def _encryption(found: dict[str, Encryption] | None, dataset: str) -> Encryption | None:
+    """A dataset's encryption from `Zfs.encryption`: unencrypted where it was not listed (it does
+    not exist yet), None where this ZFS has no encryption at all."""
+    return None if found is None else found.get(dataset, Encryption())
 
 
 def parents_first(datasets: Sequence[str]) -> list[str]:

@@ -57,7 +57,8 @@ def describe(r: dict) -> str:
     what = []
     if r.get("type") == "send" and r.get("snapshot"):
         kind = r.get("kind") or "send"
-        what.append(f"{kind} {r['snapshot']}" + (f" from {r['parent']}" if r.get("parent") else ""))
+        what.append(f"{kind} {r['snapshot']}" + (f" from {r['parent']}" if r.get("parent") else "")
+                    + (" (raw)" if r.get("raw") else ""))
     elif r.get("snapshots"):
         destroyed = r["snapshots"] if isinstance(r["snapshots"], list) else [r["snapshots"]]
         what.append(f"{len(destroyed)} snapshot(s): {', '.join(map(str, destroyed))}")

@@ -63,6 +63,8 @@ def report(results: list[TargetResult], as_json: bool) -> None:
             what = f"{t.kind} {t.snapshot}" + (f" from {t.base}" if t.base else "")
             if t.intermediates:
                 what += " (with intermediate snapshots)"
+            if t.raw:
+                what += " raw (encrypted blocks as stored; the target needs no key)"
             if r.status == "planned":
                 print(f"{head}: would send {what}")
             else:

@@ -147,6 +147,8 @@ def render(doc: dict[str, Any], now: datetime | None = None) -> str:
                     state += f" ETA {_age(transfer['eta_seconds'])}"
             else:
                 state = ("DOWN" if stale else "ERROR") if t.get("last_error") else "ok"
+            if t.get("raw"):
+                state += " raw"  # it receives ciphertext (zfs send -w) and holds no key
             lag = _age(t["lag_seconds"]) + (stale if t["lag_seconds"] is not None else "")
             lines.append(f"  {t['name'][:20]:<20} {count:>6} {lag:>5} "
                          f"{_when(job.get('next_replicate') or job.get('next_snapshot'), now):>8}  {state}"[:80])

@@ -33,7 +33,11 @@ def handle(args: argparse.Namespace) -> int:
     else:
         for r in results:
             head = f"{r.job} -> {r.target}: {r.source}@{r.snapshot or '?'}"
-            print(f"{head}: {r.status.upper()}, {r.files_checked} file(s) checked")
+            if r.content == "unreadable":
+                print(f"{head}: {r.status.upper()}, content not readable on the target (encrypted, key not "
+                      "loaded there): identity (guids) and stream integrity checked")
+            else:
+                print(f"{head}: {r.status.upper()}, {r.files_checked} file(s) checked")
             for problem in r.problems[:50]:
                 print(f"  {problem}")
             if len(r.problems) > 50:

@@ -10,12 +10,13 @@ received copies are their own base.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, ClassVar, Sequence
 
 from replicator.core.archive import starts_chain
 from replicator.core.model import Snapshot
 from replicator.core.planner import Conflict, ConflictKind, Plan, Step, StepKind, plan
+from replicator.core.raw import RawChoice
 
 
 class Action:
@@ -96,7 +97,8 @@ class Strategy:
     on the source; partial receives the log must vouch for; rollback allowed; which target
     snapshots a rollback must spare (pull mode: those that came from the untrusted source);
     `full_every` (an archive target): seconds after which a chain of incrementals starts over
-    with a full stream."""
+    with a full stream; `raw`, how this member is sent (ZFS `send -w`, `core/raw.py`), whose
+    `refused` stops every send with its reason."""
 
     intermediates: bool
     holds: bool = False
@@ -105,6 +107,7 @@ class Strategy:
     allow_rollback: bool = False
     spare: Callable[[str], bool] = lambda name: False
     full_every: int | None = None
+    raw: RawChoice = RawChoice(False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,8 @@ def decide(sides: Sides, strategy: Strategy, history: History | None = None, *,
                     restored=sides.restored)
     if isinstance(decision, Conflict):
         return decision
+    if decision.steps and strategy.raw.refused:
+        return Conflict(ConflictKind.SEND_MODE, strategy.raw.refused)
     actions = list(first)
     if decision.rollback:
         assert decision.common is not None
@@ -177,6 +182,7 @@ def decide(sides: Sides, strategy: Strategy, history: History | None = None, *,
         actions.append(Protect(final))
     for step in _restart_chains(decision.steps, sides.chain_start, strategy.full_every):
         name = step.snapshot.name if step.snapshot else ""
+        step = replace(step, raw=strategy.raw.raw)
         actions.append(Send(step, retry=name in history.interrupted, starved=name in history.starved))
     if strategy.holds:
         actions.append(KeepBase(on_success=final or decision.common, on_failure=decision.common,

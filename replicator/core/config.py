@@ -328,7 +328,7 @@ class _Reader:
     def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
         t = self.table(path, value, {"name", "path", "host", "retention", "rate_limit", "stall_timeout",
                                      "rollback_diverged", "resumable", "compress", "kind", "recipients",
-                                     "recipients_file", "full_every"})
+                                     "recipients_file", "full_every", "raw"})
         kind = self.get(path, t, "kind", str, "filesystem")
         if kind not in ("filesystem", "archive"):
             self.problem(f"{path}.kind", f"{kind!r} is not a target kind: use \"archive\" (encrypted stream "
@@ -370,7 +370,7 @@ class _Reader:
             self.problem(f"{path}.name", f"{name!r}: target names use 1-64 letters, digits, '_', '.' and '-'")
         return Target(name=name or "", path=target_path, host=host, retention=self.retention(path, t),
                       rate_limit=limit, stall_timeout=float(stall or 600), rollback_diverged=bool(rollback),
-                      resumable=resumable, archive=archive,
+                      resumable=resumable, archive=archive, raw=self.raw(path, t, source),
                       compress_level=None if archive else self.compress(path, t, host, source))
 
     def archive(self, path: str, table: Mapping[str, Any]) -> Archive:
@@ -415,6 +415,19 @@ class _Reader:
                                              "compressing would only cost CPU; leave it out")
             return None
         return level
+
+    def raw(self, path: str, table: Mapping[str, Any], source: Source | None) -> bool | None:
+        """A target's `raw`: "auto" (None), true or false (ZFS `send -w`)."""
+        value = table.get("raw", "auto")
+        if not (value == "auto" or isinstance(value, bool)):
+            self.problem(f"{path}.raw", f"{json.dumps(value, default=str)} is not a choice: write \"auto\" (the "
+                                        "default: raw where the dataset is encrypted), true (always send "
+                                        "raw, zfs send -w) or false (never; needs the key loaded)")
+            return None
+        if value != "auto" and isinstance(source, BtrfsSource):
+            self.problem(f"{path}.raw", "raw sends are ZFS's (zfs send -w); btrfs has no encryption to keep: "
+                                        "leave raw out")
+        return None if value == "auto" else bool(value)
 
     def resumable(self, path: str, table: Mapping[str, Any]) -> Resumable:
         """A target's `resumable`: true, "on-retry" or false (when btrfs streams are spooled)."""

@@ -111,6 +111,9 @@ class Target:
     # An archive target stores streams as encrypted files in the directory `path` (any
     # filesystem, here or on `host`) instead of receiving them; None: a filesystem target.
     archive: Archive | None = None
+    # ZFS: send the blocks as stored (`zfs send -w`), so an encrypted dataset arrives encrypted
+    # and the target needs no key. None: "auto", raw exactly where the dataset is encrypted.
+    raw: bool | None = None
 
     @property
     def where(self) -> str:

@@ -212,7 +212,9 @@ VOCABULARY: dict[Role, tuple[Shape, ...]] = {
         # Restore: the source reads back its own backups, full streams only (no base that
         # could name something outside the roots). btrfs send opens the path itself, so it runs
         # holding the roots' lock, like a receive: no stream can swap a symlink in meanwhile.
-        *_shapes("zfs send", SnapshotArg(B)),
+        # -w: raw, so an encrypted copy goes back as stored (restore) or is read whole with
+        # its checksums checked, without the key (verify).
+        *_shapes("zfs send", Opt(("-w",)), SnapshotArg(B)),
         *_shapes("zfs send", "-t", ResumeTokenArg(B, full=True)),
         *_shapes("btrfs send", "--", PathArg(B, entry=True, label=OUR_ENTRY), writes_paths=True),
         *_shapes(SKIP, "--bytes", CountArg(), "--sha256", DigestArg(), "--", "btrfs", "send", "--",
@@ -222,8 +224,8 @@ VOCABULARY: dict[Role, tuple[Shape, ...]] = {
         *_shapes(MANIFEST, "--zfs", SnapshotArg(B)),
     ]),
     Role.SEND: tuple(_LISTING + [
-        *_shapes("zfs send", Opt(("-i", SnapshotArg(W, bookmark=True, label="BASE"))), SnapshotArg(W)),
-        *_shapes("zfs send", "-I", SnapshotArg(W, label="BASE"), SnapshotArg(W)),
+        *_shapes("zfs send", Opt(("-w",)), Opt(("-i", SnapshotArg(W, bookmark=True, label="BASE"))), SnapshotArg(W)),
+        *_shapes("zfs send", Opt(("-w",)), "-I", SnapshotArg(W, label="BASE"), SnapshotArg(W)),
         *_shapes("zfs send", "-t", ResumeTokenArg(W)),
         *_shapes("zfs snapshot", Opt(("-r",)), SnapshotArg(W, ours=True, label=OUR_SNAPSHOT), repeat_last=True),
         *_shapes("zfs hold", HoldTagArg(), SnapshotArg(W)),

@@ -23,7 +23,9 @@ HOLD_TAG = re.compile(r"replicator\.[A-Za-z0-9_.:-]{3,200}", re.ASCII)
 _JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)  # as a job's name in the config
 READABLE_PROPERTIES = frozenset({
     "name", "type", "guid", "createtxg", "creation", "receive_resume_token", "userrefs",
-    "readonly", "mountpoint", "used", "referenced", "available"})
+    "readonly", "mountpoint", "used", "referenced", "available",
+    # Whether to send raw, and whether a copy can be read (never a key, never its location).
+    "encryption", "keystatus", "encryptionroot"})
 # Where a target stages a btrfs stream so that an interrupted transfer can resume.
 _SPOOL_FILE = re.compile(r"(?P<entry>.+)\.from-(?P<parent>.+)\.stream", re.S)
 _OUR_SNAPSHOT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}_[0-9]{8}T[0-9]{6}Z", re.ASCII)

@@ -23,13 +23,15 @@ class StepKind(str, Enum):
 @dataclass(frozen=True, slots=True)
 class Step:
     """One send/receive. With `intermediates`, one stream carries every snapshot after `base`
-    up to `snapshot` (ZFS `send -I`); otherwise only `snapshot` (`-i`, btrfs `-p`)."""
+    up to `snapshot` (ZFS `send -I`); otherwise only `snapshot` (`-i`, btrfs `-p`). `raw`: ZFS
+    `send -w`, the blocks as stored, encrypted where the dataset is (see `core/raw.py`)."""
 
     kind: StepKind
     snapshot: Snapshot | None
     base: Snapshot | None = None
     intermediates: bool = False
     resume_token: str | None = None
+    raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ class ConflictKind(str, Enum):
     TARGET_DIVERGED = "target_diverged"
     TARGET_NOT_EMPTY = "target_exists_without_snapshots"
     TARGET_IN_THE_WAY = "target_in_the_way"
+    # Not the sides' histories but the send mode: a raw setting this dataset cannot be sent with.
+    SEND_MODE = "send_mode_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

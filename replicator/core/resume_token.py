@@ -31,6 +31,7 @@ class ResumeToken:
     toname: str
     toguid: int | None = None
     fromguid: int | None = None
+    raw: bool = False   # the interrupted stream was raw (`rawok`): `send -t` resumes it raw
 
 
 def decode(token: str) -> ResumeToken:
@@ -60,7 +61,7 @@ def decode(token: str) -> ResumeToken:
         raise TokenError("names no snapshot (toname)")
     toguid, fromguid = pairs.get("toguid"), pairs.get("fromguid")
     return ResumeToken(toname=toname, toguid=toguid if isinstance(toguid, int) else None,
-                       fromguid=fromguid if isinstance(fromguid, int) else None)
+                       fromguid=fromguid if isinstance(fromguid, int) else None, raw="rawok" in pairs)
 
 
 def _fletcher4_first_word(data: bytes) -> int:

@@ -20,13 +20,14 @@ from replicator.adapters.backend import SourceHalf, SourceMember, TargetHalf, Ta
 from replicator.adapters.faults import crashpoint
 from replicator.adapters.locks import TargetBusy, target_lock
 from replicator.adapters.runner import Runner
-from replicator.core import names
+from replicator.core import names, raw, resume_token
 from replicator.core.actions import (AbortResume, Action, ClearPartial, Decision, History, KeepBase, Protect,
                                      Resume, RollBack, Send, Sides, Strategy, decide)
-from replicator.core.config import Job, Target
+from replicator.core.config import Job, Target, ZfsSource
 from replicator.core.endpoint import EndpointInfo
 from replicator.core.errors import (NoSpace, ReplicatorError, StaleResumeToken, TargetError, TargetModified)
 from replicator.core.planner import Conflict, Step, StepKind
+from replicator.core.raw import RawChoice
 from replicator.engine import restored
 from replicator.engine.backends import source_half, target_half
 from replicator.engine.context import Context
@@ -132,14 +133,21 @@ class _TargetRun:
             await self.member(member, copy, result)
         return results
 
-    def strategy(self) -> Strategy:
+    def strategy(self, member: SourceMember, copy: TargetMember) -> Strategy:
         pulled = self.job.source.host is not None
         prefix = self.job.snapshot_prefix
         return Strategy(intermediates=self.src.intermediates and self.dst.intermediates, holds=self.src.holds, bookmarks=self.src.bookmarks,
                         partial_receives=self.dst.partial_receives, allow_rollback=self.target.rollback_diverged,
                         # In pull mode what came from the source is not the untrusted source's to destroy.
                         spare=lambda name: pulled and names.parse_snapshot_name(name, prefix) is not None,
-                        full_every=self.target.archive.full_every if self.target.archive else None)
+                        full_every=self.target.archive.full_every if self.target.archive else None,
+                        raw=self.raw(member, copy))
+
+    def raw(self, member: SourceMember, copy: TargetMember) -> RawChoice:
+        if not isinstance(self.job.source, ZfsSource):
+            return RawChoice(False)
+        return raw.choose(self.target.raw, member.encryption, copy.encryption if copy.snapshots else None,
+                          dataset=member.name, target=self.target.name)
 
     async def member(self, member: SourceMember, copy: TargetMember, result: TargetResult) -> None:
         assert member.snapshots is not None
@@ -150,7 +158,7 @@ class _TargetRun:
                           unfinished=copy.unfinished, chain_start=copy.chain_start,
                           restored=restored.base(self.ctx, self.job.name, self.job.snapshot_prefix, member.name,
                                                  member.snapshots, copy.snapshots or ()))
-            decision = self.decide(member.name, sides)
+            decision = self.decide(member.name, sides, self.strategy(member, copy))
             if isinstance(decision, Conflict):
                 result.status, result.conflict, result.error = "failed", decision.kind.value, decision.message
                 log.error("conflict", job=self.job.name, target=self.target.name, source=member.name,
@@ -164,14 +172,14 @@ class _TargetRun:
                 if again.stale is None:
                     copy = await self.dst.relist(member.name)
 
-    def decide(self, member: str, sides: Sides) -> Decision | Conflict:
+    def decide(self, member: str, sides: Sides, strategy: Strategy) -> Decision | Conflict:
         def entry(snapshot: str) -> str:
             return self.dst.entry(member, snapshot)
 
-        decision = decide(sides, self.strategy(), where=self.target.where, entry=entry)
+        decision = decide(sides, strategy, where=self.target.where, entry=entry)
         if isinstance(decision, Decision) and decision.sends and self.dst.partial_receives and not self.dry_run:
             # Unfinished receives in the way are cleared only where the log vouches for them.
-            decision = decide(sides, self.strategy(), self.history(member), where=self.target.where, entry=entry)
+            decision = decide(sides, strategy, self.history(member), where=self.target.where, entry=entry)
         return decision
 
     async def carry_out(self, member: SourceMember, copy: TargetMember, decision: Decision,
@@ -230,12 +238,12 @@ class _TargetRun:
                      result: TargetResult) -> None:
         """Finish an interrupted receive from where it stopped; then decide again. A token that
         can never work is aborted first (`_Replan(stale=...)`)."""
-        step = Step(StepKind.RESUME, None, resume_token=action.token)
-        record = Transferred("resume", None, None, False, compress=self.compress_label())
+        step = Step(StepKind.RESUME, None, resume_token=action.token, raw=_raw_token(action.token))
+        record = Transferred("resume", None, None, False, compress=self.compress_label(), raw=step.raw)
         result.transfers.append(record)
         recorded = self.ctx.txlog.start("send", self.job.name, target=self.target.name, source=member.name,
                                         destination=copy.destination, kind="resume", token=action.token[:32],
-                                        **compressed(self.target.compress_level))
+                                        **compressed(self.target.compress_level), **({"raw": True} if step.raw else {}))
         label = f"{self.job.name}/{self.target.name} {copy.destination} (resume)"
         try:
             record.bytes = await self.dst.receive(member.name, Send(step), self.src.runner,
@@ -262,7 +270,7 @@ class _TargetRun:
         recorded = self.ctx.txlog.start("send", self.job.name, target=self.target.name, source=result.source,
                                         destination=result.destination, kind=record.kind,
                                         snapshot=record.snapshot, parent=record.base,
-                                        **compressed(self.target.compress_level))
+                                        **compressed(self.target.compress_level), **({"raw": True} if step.raw else {}))
         argv = self.src.send_argv(member.name, step)
         label = f"{self.job.name}/{self.target.name} {member.name}"
         try:
@@ -298,7 +306,7 @@ class _TargetRun:
 
     def transferred(self, step: Step) -> Transferred:
         return Transferred(step.kind.value, name_of(step.snapshot), name_of(step.base), step.intermediates,
-                           compress=self.compress_label())
+                           compress=self.compress_label(), raw=step.raw)
 
     def compress_label(self) -> str | None:
         return compressed(self.target.compress_level).get("compress")
@@ -308,6 +316,14 @@ class _TargetRun:
         if self._history is None:
             self._history = _histories(self.ctx, self.job, self.target)
         return self._history.get(names.basename(member), History())
+
+
+def _raw_token(token: str) -> bool:
+    """Whether a resume token continues a raw stream (for the record; `send -t` knows by itself)."""
+    try:
+        return resume_token.decode(token).raw
+    except resume_token.TokenError:
+        return False
 
 
 def _histories(ctx: Context, job: Job, target: Target) -> dict[str, History]:

@@ -29,12 +29,13 @@ from replicator.adapters.locks import target_lock
 from replicator.adapters.runner import Runner
 from replicator.adapters import zfs as zfs_adapter
 from replicator.adapters.zfs import Zfs
-from replicator.core import names
+from replicator.core import names, raw
 from replicator.core.config import Job, Target, ZfsSource
 from replicator.core.endpoint import EndpointInfo
 from replicator.core.errors import TargetError, UsageError
 from replicator.core.model import Snapshot
 from replicator.core.planner import Step, StepKind
+from replicator.core.raw import Encryption
 from replicator.core.resume_token import TokenError, decode
 from replicator.adapters.btrfs_backend import NoRoomToSpool, spooled
 from replicator.adapters.spool import Spool
@@ -158,6 +159,7 @@ async def _restore_zfs(job: Job, source: ZfsSource, target: Target, runner: Runn
                        request: Request, stamp: str) -> list[Restored]:
     remote = Zfs(runner)
     listing = await remote.listing([target.path], recursive=True)
+    crypt = await remote.encryption([target.path], recursive=True)
     prefix = f"{target.path}/"
     results = []
     for copy in sorted(d for d in listing if d.startswith(prefix)):
@@ -175,7 +177,15 @@ async def _restore_zfs(job: Job, source: ZfsSource, target: Target, runner: Runn
             destination = names.zfs_target_dataset(base, dataset)
         result.destination = destination
         local = Zfs(receiver)
-        send = ["zfs", "send", f"{copy}@{snap.name}"]
+        sealed = None if crypt is None else crypt.get(copy, Encryption())
+        mode = raw.choose(target.raw, sealed, dataset=copy, target=target.name)
+        if mode.refused:
+            raise TargetError(mode.refused.replace("cannot be sent", "cannot be restored"))
+        send = zfs_adapter.send_argv(copy, Step(StepKind.FULL, snap, raw=mode.raw))
+        if mode.raw and sealed is not None and sealed.encrypted:
+            result.notes.append(f"received raw, encrypted as it was sent: load its key with `zfs load-key "
+                                f"{destination}` (its keylocation is now prompt; set it back with zfs set "
+                                "keylocation=... where it was a file)")
         token = await _resumable(local, destination, f"{copy}@{snap.name}", request.dry_run)
         if token:
             send = ["zfs", "send", "-t", token]

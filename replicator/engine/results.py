@@ -23,6 +23,7 @@ class Transferred:
     seconds: float = 0.0
     failed: bool = False
     compress: str | None = None      # "zstd:3": how the stream was compressed on the way
+    raw: bool = False                # ZFS `send -w`: the target received the blocks as stored
 
 
 @dataclass

@@ -92,7 +92,7 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
                                  "transfer": None}
         verifies = [r for r in records if r.get("target") == target.name and r.get("type") == "verify"]
         if verifies:
-            entry["last_verify"] = {k: verifies[-1].get(k) for k in ("time", "status", "message")}
+            entry["last_verify"] = {k: verifies[-1].get(k) for k in ("time", "status", "message", "content")}
         restores = [r for r in records if r.get("target") == target.name and r.get("type") == "restore"
                     and r.get("status") != "started"]
         if restores:
@@ -101,6 +101,8 @@ async def survey(job: Job, ctx: Context, now: datetime | None = None) -> dict[st
         sends = [r for r in records if r.get("target") == target.name and r.get("type") in ("send", "replicate")]
         successes = [r for r in sends if r.get("status") == "success"]
         entry["last_success"] = successes[-1]["time"] if successes else None
+        # Whether its last stream went raw (ZFS send -w): ciphertext there, no key needed.
+        entry["raw"] = bool(successes and successes[-1].get("raw"))
         failures = [r for r in sends if r.get("status") in ("failed", "incomplete")]
         if failures and (not successes or failures[-1]["time"] > successes[-1]["time"]):
             entry["last_error"] = failures[-1].get("message") or failures[-1]["status"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from replicator.adapters import files
+from replicator.adapters import zfs as zfs_adapter
 from replicator.adapters.locks import TargetBusy, target_lock
 from replicator.adapters.runner import Runner
 from replicator.core.config import Job, Target
@@ -22,9 +23,11 @@ from replicator.core.endpoint import MANIFEST, EndpointInfo
 from replicator.core.errors import ReplicatorError, TargetError
 from replicator.core.manifest import Manifest, ManifestError, parse
 from replicator.core.model import Snapshot
+from replicator.core.planner import Step, StepKind
 from replicator.engine.backends import source_half, target_half
 from replicator.engine.context import Context
 from replicator.engine.results import where
+from replicator.engine.streaming import stream
 
 
 @dataclass
@@ -37,6 +40,9 @@ class Verified:
     problems: list[str] = field(default_factory=list)
     # Another replicator command held the target: nothing was compared, nothing is wrong.
     busy: bool = False
+    # "compared": the files were read on both sides; "unreadable": the copy is encrypted and its
+    # key not loaded there (a raw target), so identity and stream integrity were checked instead.
+    content: str = "compared"
 
     @property
     def ok(self) -> bool:
@@ -88,7 +94,8 @@ async def verify_job(job: Job, ctx: Context, *, target_names: Sequence[str] = ()
     for r in results:
         ctx.txlog.append(type="verify", job=job.name, target=r.target, source=r.source,
                          snapshot=r.snapshot, status=_LOGGED[r.status],
-                         files=r.files_checked, message="; ".join(r.problems[:20]) or None)
+                         files=r.files_checked, message="; ".join(r.problems[:20]) or None,
+                         **({"content": r.content} if r.content != "compared" else {}))
     return results
 
 
@@ -119,6 +126,9 @@ async def _verify_target(job: Job, target: Target, ctx: Context, sample: int | N
             result.problems.append(f"{where(target, copy.destination)} shares no snapshot with the source's "
                                    f"{member.name}")
             continue
+        if copy.encryption is not None and not copy.encryption.key_loaded:
+            await _check_sealed(ctx, job, target, dst.runner, copy.destination, snap, result)
+            continue
         async with AsyncExitStack() as views:
             mine = await views.enter_async_context(src.view(member.name, snap.name))
             if endpoint:
@@ -128,6 +138,21 @@ async def _verify_target(job: Job, target: Target, ctx: Context, sample: int | N
             theirs = await views.enter_async_context(dst.view(member.name, snap.name))
             await _compare(result, src.runner, dst.runner, mine, theirs, sample)
     return results
+
+
+async def _check_sealed(ctx: Context, job: Job, target: Target, runner: Runner, destination: str,
+                        snap: Snapshot, result: Verified) -> None:
+    """A copy whose key is not loaded on the target cannot be read there, and never is: its
+    identity is checked (the guids, above), and its integrity by reading it whole as stored, a
+    raw `zfs send` (ZFS checks every block's checksum as it reads; a bad block fails the send),
+    into nothing here."""
+    result.content = "unreadable"
+    send = zfs_adapter.send_argv(destination, Step(StepKind.FULL, snap, raw=True))
+    try:
+        await stream(ctx, f"{job.name}/{target.name} verify {destination}@{snap.name}", target, runner, send,
+                     ctx.local, ["dd", "of=/dev/null", "bs=1M", "status=none"])
+    except ReplicatorError as e:
+        result.problems.append(f"{destination}@{snap.name} could not be read whole on the target: {e}")
 
 
 def _manifest_endpoint(target: Target, info: EndpointInfo | None) -> bool:

@@ -98,6 +98,9 @@ ACCEPTED_RECEIVE = [
     (cmd("rm", "-f", "--", SPOOL), None),
     (cmd("rmdir", "--ignore-fail-on-non-empty", "--", f"{DROOT}/.replicator-spool"), None),
     (cmd("zfs", "send", f"{ZROOT}/tank/data@{SNAP}"), None),
+    (cmd("zfs", "send", "-w", f"{ZROOT}/tank/data@{SNAP}"), None),
+    (cmd("zfs", "get", "-H", "-p", "-r", "-o", "name,property,value", "encryption,keystatus,encryptionroot",
+         ZROOT), None),
     (cmd("zfs", "send", "-t", make_token([("object", 1), ("toguid", 7), ("toname", f"{ZROOT}/x@s")])), None),
     (cmd("btrfs", "send", "--", f"{DROOT}/home@{SNAP}"), None),
     (cmd("replicator-skip", "--bytes", "1048576", "--sha256", "ab" * 32, "--", "btrfs", "send", "--",
@@ -112,6 +115,9 @@ ACCEPTED_SEND = [
     (cmd("zfs", "send", "-i", "tank/data@a", "tank/data/child@b"), None),
     (cmd("zfs", "send", "-i", f"tank/data#{SNAP}", "tank/data@b"), None),
     (cmd("zfs", "send", "-I", "tank/data@a", "tank/data@b"), None),
+    (cmd("zfs", "send", "-w", f"tank/data@{SNAP}"), None),
+    (cmd("zfs", "send", "-w", "-i", f"tank/data#{SNAP}", "tank/data@b"), None),
+    (cmd("zfs", "send", "-w", "-I", "tank/data@a", "tank/data@b"), None),
     (cmd("zfs", "send", "-t", make_token([("object", 1), ("toguid", 7), ("toname", "tank/data/x@s")])), None),
     (cmd("zfs", "snapshot", f"tank/data@{SNAP}", f"tank/data/x@{SNAP}"), None),
     (cmd("zfs", "snapshot", "-r", f"tank/data@{SNAP}"), None),
@@ -292,6 +298,18 @@ HOSTILE_RECEIVE = [
     ("zfs hold replicator.j.t backup/hostA/x@s", "only for role send"),
     ("zfs release replicator.j.t backup/hostA/x@s", "only for role send"),
     ("zfs receive 'backup/hostA/ünï'", "ZFS does not allow"),
+    # Raw streams: the target stores ciphertext and never handles a key or its location.
+    ("zfs load-key backup/hostA/x", "not a command this endpoint runs"),
+    ("zfs load-key -L file:///root/k backup/hostA/x", "not a command this endpoint runs"),
+    ("zfs change-key -o keylocation=file:///k backup/hostA/x", "not a command this endpoint runs"),
+    ("zfs receive -o keylocation=file:///k backup/hostA/x", "not accepted"),
+    ("zfs receive -x encryption backup/hostA/x", "not accepted"),
+    ("zfs receive -F backup/hostA/x", "not accepted"),
+    ("zfs set keylocation=file:///k backup/hostA/x", "not accepted"),
+    ("zfs get -H -o value keylocation backup/hostA/x", "not readable here"),
+    ("zfs send -w -i backup/hostA/x@a backup/hostA/x@b", "not accepted"),
+    ("zfs send -w -R backup/hostA/x@s", "not accepted"),
+    ("zfs send -w backup/hostB/x@s", "outside the roots"),
 ]
 
 
@@ -311,6 +329,10 @@ def test_hostile_requests_are_refused_with_the_reason(request_text, says):
     ("zfs send -i other@a tank/data@b", "outside the roots"),
     ("zfs send -I 'tank/data#a' tank/data@b", "is not a snapshot"),
     ("zfs send -t garbage", "resume token refused"),
+    ("zfs send -w tank/other@s", "outside the roots"),
+    ("zfs send -w -i other@a tank/data@b", "outside the roots"),
+    ("zfs send -i tank/data@a -w tank/data@b", "not accepted"),
+    ("zfs load-key tank/data", "not a command this endpoint runs"),
     (cmd("zfs", "send", "-t", make_token([("toname", "tank/other@s")])), "outside the roots"),
     (cmd("zfs", "send", "-t", make_token([("toname", "tank/data@s"), ("toname", "other@s")])), "twice"),
     (cmd("zfs", "send", "-t", make_token([("object", 1)])), "names no snapshot"),
@@ -376,7 +398,7 @@ def test_no_prune_refuses_every_destroy_and_nothing_else():
 
 def test_no_restore_refuses_every_send_back_and_nothing_else():
     policy = Policy.build("receive", [ZROOT, DROOT], restore=False)
-    for request_text in (cmd("zfs", "send", f"{ZROOT}/x@{SNAP}"),
+    for request_text in (cmd("zfs", "send", f"{ZROOT}/x@{SNAP}"), cmd("zfs", "send", "-w", f"{ZROOT}/x@{SNAP}"),
                          cmd("zfs", "send", "-t", make_token([("toguid", 7), ("toname", f"{ZROOT}/x@s")])),
                          cmd("btrfs", "send", "--", f"{DROOT}/home@{SNAP}"),
                          cmd("replicator-skip", "--bytes", "1", "--sha256", "ab" * 32, "--", "btrfs", "send", "--",
@@ -467,7 +489,7 @@ def test_requests_without_paths_are_left_as_they_are():
 def test_real_resume_tokens_decode(token):
     toname, toguid, fromguid = REAL_TOKENS[token]
     decoded = decode(token)
-    assert (decoded.toname, decoded.toguid, decoded.fromguid) == (toname, toguid, fromguid)
+    assert (decoded.toname, decoded.toguid, decoded.fromguid, decoded.raw) == (toname, toguid, fromguid, False)
 
 
 def test_crafted_tokens_decode_like_real_ones():

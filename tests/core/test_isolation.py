@@ -105,3 +105,16 @@ def test_received_datasets_must_inherit_setuid_and_devices_off():
     assert zfs_inert_problem("backup/hostA", {"setuid": "off", "devices": "off"}) is None
     why = zfs_inert_problem("backup/hostA", {"setuid": "on", "devices": "off"})
     assert "setuid=on" in why and "zfs set setuid=off backup/hostA" in why
+
+
+RAW_FEATURE = (1 << 24) << 2  # DMU_BACKUP_FEATURE_RAW, above the header-type bits
+
+
+def test_a_raw_snapshot_stream_passes_and_a_raw_replication_stream_is_refused():
+    """`zfs send -w` of one snapshot carries its key's wrapping parameters in the BEGIN payload,
+    never a property: received, it is an encryption root whose keylocation is prompt, with no
+    key loaded. With -R it would carry properties, refused like any compound stream."""
+    raw = struct.pack("<IIQQ", 0, 460, 0x2F5BACBAC, RAW_FEATURE | 1)
+    assert zfs_stream_problem(raw + bytes(ZFS_BEGIN_RECORD - len(raw))) is None
+    compound = struct.pack("<IIQQ", 0, 460, 0x2F5BACBAC, RAW_FEATURE | 2)
+    assert "carries properties" in zfs_stream_problem(compound + bytes(ZFS_BEGIN_RECORD - len(compound)))
