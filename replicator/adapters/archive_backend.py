@@ -2,18 +2,21 @@
 directory, here or on an ssh host that needs nothing but a POSIX shell and coreutils (any
 filesystem: a NAS, an NFS or rclone mount). Layout and manifests: `core/archive.py`.
 
-The stream goes `send | zstd | age -r RECIPIENT...` as processes on this host, never through
-Python, and then into `dd` on the storage host, writing FILE.part; once complete and synced
-the part is measured (size, sha256), renamed, and its record added to the chain's manifest,
-itself written aside, synced and renamed. A crash leaves at worst a .part file or a file without
-its line, both of which the next attempt writes over. age encrypts to public keys, so neither
-the storage nor this host can read the archive: the identity is needed only to restore.
+The stream is cut into chunks (`archive_upload.py`), each going `zstd | age -r RECIPIENT...`
+as processes on this host, never through Python, and then into `dd` on the storage host,
+writing CHUNK.part; once complete and synced the part is measured (size, sha256) and renamed.
+When the last chunk is stored the stream's record is added to the chain's manifest, itself
+written aside, synced and renamed. A crash leaves at worst a .part file or chunks without a
+record, listed in the upload's list: the next attempt keeps those and writes over the rest.
+age encrypts to public keys, so neither the storage nor this host can read the archive: the
+identity is needed only to restore.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+from replicator.adapters.archive_upload import REPLACE, Upload, writer_argv
 from replicator.adapters.backend import Pipe, TargetMember
 from replicator.adapters.runner import Runner
 from replicator.core import archive
@@ -29,8 +32,8 @@ from replicator.core.planner import StepKind
 # the root does not exist yet. A fixed script: the root is an argument, never part of it.
 _LIST = ('cd -- "$1" 2>/dev/null || exit 0; for f in */*' + archive.MANIFEST_SUFFIX + '; do '
          '[ -f "$f" ] || continue; printf "\\036%s\\n" "$f"; cat -- "$f"; done')
-# Writes $2 to the file $1 so that it is either the old text or the new one, synced.
-_REPLACE = 'printf "%s" "$2" > "$1.part" && sync -- "$1.part" && mv -f -- "$1.part" "$1"'
+# Prints the files $1.000000 to $1.N-1 ($2 = N) one after another: a chunked stream.
+_CHUNKS = 'n=0; while [ "$n" -lt "$2" ]; do cat -- "$(printf "%s.%06d" "$1" "$n")" || exit; n=$((n+1)); done'
 
 
 def encrypt_argv(target: Target) -> list[str]:
@@ -41,11 +44,6 @@ def encrypt_argv(target: Target) -> list[str]:
     if target.archive.recipients_file:
         argv += ["-R", target.archive.recipients_file]
     return argv
-
-
-def writer_argv(path: str) -> list[str]:
-    """The storage end of an upload: dd into `path`, synced to disk before it exits."""
-    return ["dd", f"of={path}", "bs=1M", "status=none", "conv=fsync"]
 
 
 class ArchiveStore:
@@ -87,7 +85,7 @@ class ArchiveStore:
         path = f"{self.directory(member)}/{archive.manifest_name(chain)}"
         old = await self.runner.run(["cat", "--", path])
         text = (old.stdout if old.status == 0 else "") + record.line() + "\n"
-        (await self.runner.run(["sh", "-c", _REPLACE, "sh", path, text])).check()
+        (await self.runner.run(["sh", "-c", REPLACE, "sh", path, text])).check()
 
     async def remove(self, member: str, files: list[ArchiveFile], doomed: list[ArchiveFile]) -> None:
         """Drop `doomed` from their manifests (an emptied manifest goes), then delete their files:
@@ -98,14 +96,19 @@ class ArchiveStore:
             left = [f for f in files if f.chain == chain and f not in doomed]
             if left:
                 text = "".join(f.line() + "\n" for f in left)
-                (await self.runner.run(["sh", "-c", _REPLACE, "sh", path, text])).check()
+                (await self.runner.run(["sh", "-c", REPLACE, "sh", path, text])).check()
             else:
                 (await self.runner.run(["rm", "-f", "--", path])).check()
         if doomed:
-            (await self.runner.run(["rm", "-f", "--", *(f"{directory}/{f.file}" for f in doomed)])).check()
+            (await self.runner.run(["rm", "-f", "--", *(f"{directory}/{name}" for f in doomed
+                                                        for name, _ in f.stored())])).check()
 
-    def read_argv(self, member: str, file: str) -> list[str]:
-        return ["cat", "--", f"{self.directory(member)}/{file}"]
+    def read_argv(self, member: str, record: ArchiveFile) -> list[str]:
+        """Prints the stored bytes of `record`: its file, or its chunks one after another."""
+        path = f"{self.directory(member)}/{record.file}"
+        if not record.chunks:
+            return ["cat", "--", path]
+        return ["sh", "-c", _CHUNKS, "sh", path, str(len(record.chunks))]
 
 
 class ArchiveTargetHalf:
@@ -136,9 +139,10 @@ class ArchiveTargetHalf:
         held = archive.snapshots(files)
         try:
             start = archive.chain_to(files, held[-1].name)[0].creation if held else None
+            size = archive.chain_bytes(files, held[-1].name) if held else None
         except LookupError:
-            start = None  # a broken chain: the next file goes on it all the same; verify says why
-        return TargetMember(self.store.directory(member), held or None, chain_start=start)
+            start = size = None  # a broken chain: the next file goes on it all the same; verify says why
+        return TargetMember(self.store.directory(member), held or None, chain_start=start, chain_bytes=size)
 
     async def receive(self, member: str, send: Send, sender: Runner, argv: list[str], pipe: Pipe) -> int:
         step = send.step
@@ -147,17 +151,14 @@ class ArchiveTargetHalf:
         snapshot, parent = step.snapshot, step.base.name if step.base else None
         name = archive.file_name(snapshot.name, parent)
         directory = self.store.directory(member)
-        final = f"{directory}/{name}"
-        part = final + archive.PART
         (await self.runner.run(["mkdir", "-p", "--", directory])).check()
         assert self.target.archive is not None
-        moved = await pipe(sender, argv, self.runner, writer_argv(part),
-                           filters=[compress_argv(self.target.archive.level), encrypt_argv(self.target)])
-        size, digest = await self.store.measure(part)
-        (await self.runner.run(["mv", "-f", "--", part, final])).check()
+        upload = Upload(self.runner, directory, name, self.target.archive.chunk_size)
+        chunks, moved = await upload.run(pipe, sender, argv,
+                                         [compress_argv(self.target.archive.level), encrypt_argv(self.target)])
         (await self.runner.run(["sync", "--", directory])).check()
         chain = snapshot.name if parent is None else await self._chain_of(member, parent)
-        await self.store.record(member, _record(name, snapshot, parent, size, digest), chain)
+        await self.store.record(member, archive.chunked(name, snapshot, parent, chunks), chain)
         return moved
 
     async def _chain_of(self, member: str, parent: str) -> str:
@@ -193,7 +194,3 @@ class ArchiveTargetHalf:
                              hint="run `replicator verify` on this target and look at the archive") from None
         await self.store.remove(member, files, doomed)
 
-
-def _record(name: str, snapshot: Snapshot, parent: str | None, size: int, digest: str) -> ArchiveFile:
-    return ArchiveFile(file=name, snapshot=snapshot.name, parent=parent, size=size, sha256=digest,
-                       guid=snapshot.guid, order=snapshot.order, creation=snapshot.creation)

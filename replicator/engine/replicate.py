@@ -139,7 +139,8 @@ class _TargetRun:
                         partial_receives=self.dst.partial_receives, allow_rollback=self.target.rollback_diverged,
                         # In pull mode what came from the source is not the untrusted source's to destroy.
                         spare=lambda name: pulled and names.parse_snapshot_name(name, prefix) is not None,
-                        full_every=self.target.archive.full_every if self.target.archive else None)
+                        full_every=self.target.archive.full_every if self.target.archive else None,
+                        full_ratio=self.target.archive.full_ratio if self.target.archive else None)
 
     async def member(self, member: SourceMember, copy: TargetMember, result: TargetResult) -> None:
         assert member.snapshots is not None
@@ -148,6 +149,7 @@ class _TargetRun:
             sides = Sides(member.snapshots, copy.snapshots, member.bases,
                           resume_token=None if self.dry_run else copy.resume_token, stale_token=stale,
                           unfinished=copy.unfinished, chain_start=copy.chain_start,
+                          chain_bytes=copy.chain_bytes,
                           restored=restored.base(self.ctx, self.job.name, self.job.snapshot_prefix, member.name,
                                                  member.snapshots, copy.snapshots or ()))
             decision = self.decide(member.name, sides)
@@ -291,9 +293,9 @@ class _TargetRun:
         ctx, target = self.ctx, self.target
 
         async def run(sender: Runner, send_argv: list[str], receiver: Runner, receive_argv: list[str], *,
-                      filters: Sequence[Sequence[str]] = ()) -> int:
+                      filters: Sequence[Sequence[str]] = (), stdin: int | None = None) -> int:
             return await stream(ctx, label, target, sender, send_argv, receiver, receive_argv,
-                                compress=target.compress_level, expected=expected, filters=filters)
+                                compress=target.compress_level, expected=expected, filters=filters, stdin=stdin)
         return run
 
     def transferred(self, step: Step) -> Transferred:

@@ -22,10 +22,12 @@ class Stalled(TargetError):
 
 async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_argv: list[str],
                  receiver: Runner, receive_argv: list[str], *, compress: int | None = None,
-                 expected: int | None = None, filters: Sequence[Sequence[str]] = ()) -> int:
+                 expected: int | None = None, filters: Sequence[Sequence[str]] = (),
+                 stdin: int | None = None) -> int:
     """Bytes moved (on the wire: compressed with `compress`, a zstd level); `expected`, the
     stream's size if known, gives status an ETA; `filters` are local commands between the two
-    (an archive's zstd and age: the bytes counted are theirs). Raises Stalled, or
+    (an archive's zstd and age: the bytes counted are theirs); `stdin` is what the sender reads.
+    Raises Stalled, or
     what `transfer` raises. Cancelling kills every process of the transfer.
 
     The caller says whether to compress: only a push from here to the target's host does (a
@@ -39,7 +41,7 @@ async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch, progress, target.stall_timeout, stalled, nursery.cancel_scope)
             moved = await transfer(sender, send_argv, receiver, receive_argv, progress, compress=compress,
-                                   filters=filters)
+                                   filters=filters, stdin=stdin)
             nursery.cancel_scope.cancel()  # the transfer is done: stop watching
         if stalled.is_set():
             raise Stalled(f"the stream to {target.where} made no progress for {target.stall_timeout:g} s "
