@@ -28,6 +28,7 @@ from array import array
 import structlog
 import trio
 
+from replicator.adapters.archive_ops import Ops
 from replicator.adapters.backend import Pipe
 from replicator.adapters.pipeline import enlarge
 from replicator.adapters.runner import C_LOCALE, LocalRunner, Runner, command_failed
@@ -37,36 +38,27 @@ from replicator.core.errors import unwrap
 
 log = structlog.get_logger()
 
-# Measures the file $1 (size, then sha256sum's line) and renames it to $2.
-_SEAL = 'stat -c %s -- "$1" && sha256sum -- "$1" && mv -f -- "$1" "$2"'
-# Writes $2 to the file $1 so that it is either the old text or the new one, synced.
-REPLACE = 'printf "%s" "$2" > "$1.part" && sync -- "$1.part" && mv -f -- "$1.part" "$1"'
-
-
-def writer_argv(path: str) -> list[str]:
-    """The storage end of an upload: dd into `path`, synced to disk before it exits."""
-    return ["dd", f"of={path}", "bs=1M", "status=none", "conv=fsync"]
-
 
 class Upload:
-    """The chunks of one stream `name` in `directory` on `runner`'s host."""
+    """The chunks of one stream `name` in the member directory `directory` on `runner`'s host."""
 
-    def __init__(self, runner: Runner, directory: str, name: str, chunk_size: int) -> None:
+    def __init__(self, runner: Runner, ops: Ops, directory: str, name: str, chunk_size: int) -> None:
         self.runner = runner
+        self.ops = ops
         self.directory = directory
         self.name = name
         self.chunk_size = chunk_size
-        self.listing = f"{directory}/{archive.upload_name(name)}"
+        self.listing = archive.upload_name(name)
 
-    def path(self, index: int) -> str:
-        return f"{self.directory}/{archive.chunk_name(self.name, index)}"
+    def chunk(self, index: int) -> str:
+        return archive.chunk_name(self.name, index)
 
     async def stored(self) -> list[Chunk]:
         """The chunks an interrupted upload left that this one keeps: listed, whole, the same size."""
-        listed = await self.runner.run(["cat", "--", self.listing])
+        listed = await self.runner.run(self.ops.cat(self.directory, self.listing))
         kept = archive.resume_from(listed.stdout if listed.status == 0 else "", self.chunk_size)
         if kept:
-            sizes = await self.runner.run(["stat", "-c", "%s", "--", *(self.path(i) for i in range(len(kept)))])
+            sizes = await self.runner.run(self.ops.sizes(self.directory, [self.chunk(i) for i in range(len(kept))]))
             found = sizes.stdout.split() if sizes.status == 0 else []
             if found != [str(c.size) for c in kept]:
                 log.warning("the chunks of an interrupted upload are not as listed; sending it all again",
@@ -75,16 +67,15 @@ class Upload:
         return kept
 
     async def seal(self, index: int) -> Chunk:
-        part = self.path(index) + archive.PART
-        out = (await self.runner.run(["sh", "-c", _SEAL, "sh", part, self.path(index)])).check().stdout.split()
+        out = (await self.runner.run(self.ops.seal(self.directory, self.chunk(index)))).check().stdout.split()
         return Chunk(int(out[0]), out[1])
 
     async def confirm(self, chunks: list[Chunk]) -> None:
         text = "".join(archive.upload_line(i, self.chunk_size, c) + "\n" for i, c in enumerate(chunks))
-        (await self.runner.run(["sh", "-c", REPLACE, "sh", self.listing, text])).check()
+        (await self.runner.run(self.ops.replace(self.directory, self.listing, text))).check()
 
     async def forget(self) -> None:
-        (await self.runner.run(["rm", "-f", "--", self.listing])).check()
+        (await self.runner.run(self.ops.remove(self.directory, [self.listing]))).check()
 
     async def run(self, pipe: Pipe, sender: Runner, argv: list[str], filters: list[list[str]]) -> tuple[list[Chunk], int]:
         """Store the stream of `argv`; returns its chunks and the bytes this attempt moved.
@@ -103,8 +94,9 @@ class Upload:
         if chunks:
             log.info("resuming an archive upload", file=self.name, chunks=len(chunks),
                      skipped_bytes=len(chunks) * self.chunk_size)
-        # An upload from before chunks existed left NAME.part; it cannot be continued.
-        await self.runner.run(["rm", "-f", "--", f"{self.directory}/{self.name}{archive.PART}"])
+        if not self.ops.endpoint:
+            # An upload from before chunks existed left NAME.part; it cannot be continued.
+            await self.runner.run(["rm", "-f", "--", self.ops.path(self.directory, self.name + archive.PART)])
         read_end, write_end = os.pipe()
         enlarge(read_end)
         errors: list[bytes] = []
@@ -145,7 +137,7 @@ class Upload:
         while True:
             index = len(chunks)
             moved += await pipe(LocalRunner(), ["head", "-c", str(self.chunk_size)], self.runner,
-                                writer_argv(self.path(index) + archive.PART), filters=filters, stdin=source)
+                                self.ops.write(self.directory, self.chunk(index)), filters=filters, stdin=source)
             last = await _at_end(source)
             chunks.append(await self.seal(index))
             if last:

@@ -28,6 +28,7 @@ from replicator.core.archive import ArchiveFile
 from replicator.core.compress import DECOMPRESS
 from replicator.core.config import Job, Target, ZfsSource
 from replicator.core.errors import CommandError, StateError, UsageError
+from replicator.engine.backends import archive_endpoint
 from replicator.engine.context import Context
 from replicator.engine.restore import Request, Restored, _destination_runner, choose
 from replicator.engine.streaming import stream
@@ -39,8 +40,9 @@ log = structlog.get_logger()
 _NOT_A_RECIPIENT = "no identity matched"
 
 
-def _store(job: Job, target: Target, runner: Runner) -> ArchiveStore:
-    return ArchiveStore(runner, target.path, btrfs=not isinstance(job.source, ZfsSource))
+async def _store(job: Job, target: Target, ctx: Context) -> ArchiveStore:
+    return ArchiveStore(await ctx.runner(target.host), target.path, btrfs=not isinstance(job.source, ZfsSource),
+                        endpoint=await archive_endpoint(target, ctx))
 
 
 def members(job: Job, found: dict[str, list[ArchiveFile]]) -> dict[str, list[ArchiveFile]]:
@@ -76,7 +78,7 @@ async def _check(store: ArchiveStore, member: str, record: ArchiveFile) -> str |
     for name, expected in record.stored():
         path = f"{store.directory(member)}/{name}"
         try:
-            size, digest = await store.measure(path)
+            size, digest = await store.measure(member, name)
         except CommandError:
             return f"{path} is missing or unreadable on {store.runner.where}"
         if (size, digest) != (expected.size, expected.sha256):
@@ -109,7 +111,7 @@ async def restore(job: Job, target: Target, ctx: Context, request: Request, iden
         raise UsageError("restoring in place from an archive target is not supported yet",
                          hint="restore with --to to a new place, then move it where it belongs")
     key = _identity(identity)
-    store = _store(job, target, await ctx.runner(target.host))
+    store = await _store(job, target, ctx)
     held = members(job, await store.files())
     if not held:
         raise UsageError(f"{target.where} holds no snapshot of job {job.name}", hint="replicate first")
@@ -155,7 +157,7 @@ async def restore(job: Job, target: Target, ctx: Context, request: Request, iden
 async def verify(job: Job, target: Target, ctx: Context, identity: str | None) -> list[Verified]:
     """One result per member: every file against its manifest, every chain whole; with
     `identity`, every stream decrypted and parsed, nothing written."""
-    store = _store(job, target, await ctx.runner(target.host))
+    store = await _store(job, target, ctx)
     held = members(job, await store.files())
     results = []
     wanted = job.source.members

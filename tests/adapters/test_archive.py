@@ -8,6 +8,9 @@ import json
 import time
 from pathlib import Path
 
+from replicator.adapters.txlog import TxLog
+from replicator.core import metrics
+from replicator.core.config import parse_config
 from replicator.core.names import parse_snapshot_name
 from replicator.core.errors import EXIT_STATE, EXIT_TARGET_FAILED, EXIT_USAGE
 from support import (btrfs_job, cli, host_table, run, tree_digest, write_files, zfs_job, zfs_mountpoint,
@@ -215,3 +218,11 @@ def test_retention_keeps_what_a_kept_chain_needs_and_full_every_starts_a_new_cha
     restored = cli(config, "restore", "home", "--to", str(dst), "--identity", str(tmp_path / "key.txt"), "--json")
     assert restored.code == 0, restored.err
     assert tree_digest(Path(restored.json[0]["destination"])) == tree_digest(src / "data")
+
+    # The metrics tally the archive target from the log like any other target.
+    assert cli(config, "verify", "home").code == 0
+    parsed = parse_config(config.read_text())
+    tally = metrics.tally(parsed, TxLog(config.parent / "state" / "txlog.jsonl").read())
+    key = ("home", "vault")
+    assert tally.sent_bytes[(*key, str(src / "data"))] > 0 and tally.last_success[(*key, str(src / "data"))]
+    assert tally.destroyed[key] == 3 and tally.failures[key] == 0 and tally.verify[key][0] is True

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from replicator.adapters.archive_backend import encrypt_argv, writer_argv
+from replicator.adapters.archive_ops import ShellOps
 from replicator.adapters.archive_upload import Upload
 from replicator.adapters.runner import LocalRunner
 from replicator.adapters.stream import Progress, transfer
@@ -74,7 +75,7 @@ async def test_a_chunked_upload_resumes_after_its_stored_chunks_and_decrypts_to_
     filters = [compress_argv(3), encrypt_argv(target)]
     vault = tmp_path / "vault"
     vault.mkdir()
-    upload = Upload(LocalRunner(), str(vault), "s1.full.zst.age", MiB)
+    upload = Upload(LocalRunner(), ShellOps(str(tmp_path)), "vault", "s1.full.zst.age", MiB)
     first: list[int] = []
     with pytest.raises(CommandError):
         await upload.run(chunk_pipe(first, fail_at=3), LocalRunner(), send, filters)
@@ -98,7 +99,7 @@ async def test_a_resume_whose_stream_changed_length_starts_over(tmp_path):
     target = Target("vault", str(tmp_path), archive=Archive(recipients=(public,)))
     data = tmp_path / "stream"
     data.write_bytes(os.urandom(4 * MiB))
-    upload = Upload(LocalRunner(), str(tmp_path), "s1.full.zst.age", MiB)
+    upload = Upload(LocalRunner(), ShellOps(str(tmp_path.parent)), tmp_path.name, "s1.full.zst.age", MiB)
     filters = [compress_argv(3), encrypt_argv(target)]
     with pytest.raises(CommandError):
         await upload.run(chunk_pipe([], fail_at=3), LocalRunner(), ["cat", "--", str(data)], filters)
