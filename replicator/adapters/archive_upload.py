@@ -137,7 +137,8 @@ class Upload:
         while True:
             index = len(chunks)
             moved += await pipe(LocalRunner(), ["head", "-c", str(self.chunk_size)], self.runner,
-                                self.ops.write(self.directory, self.chunk(index)), filters=filters, stdin=source)
+                                self.ops.write(self.directory, self.chunk(index)), filters=filters, stdin=source,
+                                continued=moved > 0)
             last = await _at_end(source)
             chunks.append(await self.seal(index))
             if last:

@@ -44,11 +44,12 @@ class TargetMember:
 class Pipe(Protocol):
     """Runs `send_argv` on `sender` into `receive_argv` on `receiver`; returns the bytes moved.
     `filters` are local commands the stream passes through in between (an archive's zstd and
-    age), each reading the one before it; `stdin` is a descriptor the sender reads."""
+    age), each reading the one before it; `stdin` is a descriptor the sender reads; `continued`:
+    this goes on with the stream of the call before (an archive's next chunk), counted as one."""
 
     async def __call__(self, sender: Runner, send_argv: list[str], receiver: Runner,
                        receive_argv: list[str], *, filters: Sequence[Sequence[str]] = (),
-                       stdin: int | None = None) -> int: ...
+                       stdin: int | None = None, continued: bool = False) -> int: ...
 
 
 class SourceHalf(Protocol):

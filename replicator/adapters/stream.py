@@ -130,6 +130,7 @@ async def transfer(sender: Runner, send_argv: Sequence[str], receiver: Runner,
         receiving = Stage(receiver.where, tuple(receive_argv), receiver.decompressing_argv(receive_argv))
     senders.extend(Stage("localhost", tuple(f), list(f)) for f in filters)
     source, sink = await start(senders, receiving, stdin)
+    before = progress.bytes  # a stream in parts counts on: this part's bytes are the difference
     stages = [*senders, receiving]
     recv_out: list[bytes] = []
     log.info("transfer started", label=progress.label, send=list(send_argv), receive=list(receive_argv),
@@ -147,9 +148,9 @@ async def transfer(sender: Runner, send_argv: Sequence[str], receiver: Runner,
     if compress is not None:
         _check_decompressor(receiving)
     raise_first_failure(senders, receiving)
-    log.info("transfer done", label=progress.label, bytes=progress.bytes,
+    log.info("transfer done", label=progress.label, bytes=progress.bytes - before,
              seconds=round(progress.elapsed, 3))
-    return progress.bytes
+    return progress.bytes - before
 
 
 def _check_decompressor(receiving: Stage) -> None:

@@ -32,6 +32,7 @@ from replicator.engine.backends import source_half, target_half
 from replicator.engine.context import Context
 from replicator.engine.hooks import around_replicate
 from replicator.engine.results import TargetResult, Transferred, compressed, name_of, where
+from replicator.adapters.stream import Progress
 from replicator.engine.streaming import stream
 
 __all__ = ["TargetResult", "Transferred", "replicate_job"]
@@ -291,11 +292,13 @@ class _TargetRun:
 
     def pipe(self, label: str, expected: int | None = None):
         ctx, target = self.ctx, self.target
+        last: list[Progress] = []
 
         async def run(sender: Runner, send_argv: list[str], receiver: Runner, receive_argv: list[str], *,
-                      filters: Sequence[Sequence[str]] = (), stdin: int | None = None) -> int:
+                      filters: Sequence[Sequence[str]] = (), stdin: int | None = None, continued: bool = False) -> int:
             return await stream(ctx, label, target, sender, send_argv, receiver, receive_argv,
-                                compress=target.compress_level, expected=expected, filters=filters, stdin=stdin)
+                                compress=target.compress_level, expected=expected, filters=filters, stdin=stdin,
+                                progress=last[-1] if continued and last else None, started=last.append)
         return run
 
     def transferred(self, step: Step) -> Transferred:

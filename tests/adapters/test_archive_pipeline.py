@@ -56,7 +56,7 @@ async def test_a_failing_encryptor_is_named(tmp_path):
 
 def chunk_pipe(calls: list[int], fail_at: int | None = None):
     """The engine's pipe, reduced to `transfer`; raises (an interrupted attempt) at chunk `fail_at`."""
-    async def pipe(sender, send_argv, receiver, receive_argv, *, filters=(), stdin=None) -> int:
+    async def pipe(sender, send_argv, receiver, receive_argv, *, filters=(), stdin=None, continued=False) -> int:
         if fail_at is not None and len(calls) == fail_at:
             raise CommandError("the link dropped", argv=("ssh",), status=255, stderr="")
         moved = await transfer(sender, send_argv, receiver, receive_argv, Progress("chunk"), filters=filters,
@@ -107,3 +107,32 @@ async def test_a_resume_whose_stream_changed_length_starts_over(tmp_path):
     calls: list[int] = []
     chunks, _ = await upload.run(chunk_pipe(calls), LocalRunner(), ["cat", "--", str(data)], filters)
     assert len(calls) == len(chunks) == 2, "sent again from chunk 0"
+
+
+async def test_the_chunks_of_one_upload_are_counted_as_one_stream(tmp_path):
+    """Status, the rate limit and the watchdog see one stream whose count goes on from chunk to
+    chunk, and each chunk's pipe returns only its own bytes."""
+    from replicator.engine.streaming import stream
+    _, public = key(tmp_path)
+    target = Target("vault", str(tmp_path), archive=Archive(recipients=(public,)))
+    data = tmp_path / "stream"
+    data.write_bytes(os.urandom(3 * MiB + 7))
+    seen: list[Progress] = []
+    returned: list[int] = []
+
+    class Ctx:
+        active: set = set()
+
+    async def pipe(sender, send_argv, receiver, receive_argv, *, filters=(), stdin=None, continued=False) -> int:
+        moved = await stream(Ctx(), "chunks", target, sender, send_argv, receiver, receive_argv, filters=filters,
+                             stdin=stdin, progress=seen[-1] if continued and seen else None, started=seen.append)
+        returned.append(moved)
+        return moved
+
+    (tmp_path / "vault").mkdir()
+    upload = Upload(LocalRunner(), ShellOps(str(tmp_path)), "vault", "s1.full.zst.age", MiB)
+    chunks, moved = await upload.run(pipe, LocalRunner(), ["cat", "--", str(data)], [compress_argv(3),
+                                                                                      encrypt_argv(target)])
+    assert len(chunks) == 4 and len(set(map(id, seen))) == 1, "one count for the four chunks"
+    assert seen[0].bytes == moved == sum(returned) == sum(c.size for c in chunks)
+    assert all(0 < r <= MiB + 4096 for r in returned), "each chunk's own bytes"
