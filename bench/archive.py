@@ -5,8 +5,9 @@ raw pipeline in the same run.
 
 Baseline: `btrfs send SNAP | zstd -3 -T0 | age -r KEY | ssh -c aes128-gcm HOST 'cat > FILE'`.
 Ours: the engine in this process replicating the same snapshot to an archive target on the same
-host (adds the relay, `dd conv=fsync` at the far end instead of `cat`, the sha256 of what was
-written, the rename and the manifest). Runs alternate baseline/ours. CPU is this process and its
+host (adds the relay, the stream cut into 64 MiB chunks each with its own zstd and age, `dd
+conv=fsync` at the far end instead of `cat`, the sha256 of each chunk read back there, the
+renames, the upload list and the manifest). Runs alternate baseline/ours. CPU is this process and its
 children plus the sshd tree serving the target, as in bench/stream.py. The data is random, so
 zstd gains nothing and costs what it costs. Needs root; removes what it made, also on Ctrl-C.
 """
@@ -93,8 +94,8 @@ def main() -> int:
                 samples[name].append(sample)
                 print(f"  {name:6s} {sample.seconds:6.2f} s  {args.mib * MIB / sample.seconds / MB:6.0f} MB/s"
                       f"  cpu {sample.cpu:6.2f} s   [{load()}]", flush=True)
-        [written] = list(vault.glob("data/*.zst.age"))
-        print(f"archive file {written.stat().st_size} bytes, raw pipeline's file {stored} bytes")
+        written = sum(p.stat().st_size for p in vault.glob("data/*.zst.age.[0-9]*"))
+        print(f"archive chunks {written} bytes, raw pipeline's file {stored} bytes")
     print(f"\nend: {load()}; busy elsewhere: {', '.join(busy_elsewhere()) or 'nothing'}\n")
     rates = {k: [args.mib * MIB / s.seconds / MB for s in v] for k, v in samples.items()}
     cpus = {k: [s.cpu for s in v] for k, v in samples.items()}

@@ -2,18 +2,22 @@
 directory, here or on an ssh host that needs nothing but a POSIX shell and coreutils (any
 filesystem: a NAS, an NFS or rclone mount). Layout and manifests: `core/archive.py`.
 
-The stream goes `send | zstd | age -r RECIPIENT...` as processes on this host, never through
-Python, and then into `dd` on the storage host, writing FILE.part; once complete and synced
-the part is measured (size, sha256), renamed, and its record added to the chain's manifest,
-itself written aside, synced and renamed. A crash leaves at worst a .part file or a file without
-its line, both of which the next attempt writes over. age encrypts to public keys, so neither
-the storage nor this host can read the archive: the identity is needed only to restore.
+The stream is cut into chunks (`archive_upload.py`), each going `zstd | age -r RECIPIENT...`
+as processes on this host, never through Python, and then into `dd` on the storage host,
+writing CHUNK.part; once complete and synced the part is measured (size, sha256) and renamed.
+When the last chunk is stored the stream's record is added to the chain's manifest, itself
+written aside, synced and renamed. A crash leaves at worst a .part file or chunks without a
+record, listed in the upload's list: the next attempt keeps those and writes over the rest.
+age encrypts to public keys, so neither the storage nor this host can read the archive: the
+identity is needed only to restore.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+from replicator.adapters.archive_ops import EndpointOps, Ops, ShellOps
+from replicator.adapters.archive_upload import Upload
 from replicator.adapters.backend import Pipe, TargetMember
 from replicator.adapters.runner import Runner
 from replicator.core import archive
@@ -25,14 +29,6 @@ from replicator.core.errors import StateError, TargetError
 from replicator.core.model import Snapshot
 from replicator.core.planner import StepKind
 
-# Prints every manifest below the root ($1), each after a line "\x1e" DIR/NAME; nothing when
-# the root does not exist yet. A fixed script: the root is an argument, never part of it.
-_LIST = ('cd -- "$1" 2>/dev/null || exit 0; for f in */*' + archive.MANIFEST_SUFFIX + '; do '
-         '[ -f "$f" ] || continue; printf "\\036%s\\n" "$f"; cat -- "$f"; done')
-# Writes $2 to the file $1 so that it is either the old text or the new one, synced.
-_REPLACE = 'printf "%s" "$2" > "$1.part" && sync -- "$1.part" && mv -f -- "$1.part" "$1"'
-
-
 def encrypt_argv(target: Target) -> list[str]:
     assert target.archive is not None
     argv = ["age", "--encrypt"]
@@ -43,25 +39,26 @@ def encrypt_argv(target: Target) -> list[str]:
     return argv
 
 
-def writer_argv(path: str) -> list[str]:
-    """The storage end of an upload: dd into `path`, synced to disk before it exits."""
-    return ["dd", f"of={path}", "bs=1M", "status=none", "conv=fsync"]
-
-
 class ArchiveStore:
-    """The files and manifests below one archive root, through a runner (local or ssh)."""
+    """The files and manifests below one archive root, through a runner (local or ssh) and the
+    storage host's dialect (`archive_ops.py`)."""
 
-    def __init__(self, runner: Runner, root: str, *, btrfs: bool) -> None:
+    def __init__(self, runner: Runner, root: str, *, btrfs: bool, endpoint: bool = False) -> None:
         self.runner = runner
         self.root = root
         self.btrfs = btrfs
+        self.ops: Ops = EndpointOps(root) if endpoint else ShellOps(root)
+
+    def name(self, member: str) -> str:
+        """A member's directory below the root."""
+        return archive.member_directory(member, btrfs=self.btrfs)
 
     def directory(self, member: str) -> str:
-        return f"{self.root}/{archive.member_directory(member, btrfs=self.btrfs)}"
+        return f"{self.root}/{self.name(member)}"
 
     async def files(self) -> dict[str, list[ArchiveFile]]:
         """Every recorded file, by member directory name; raises StateError for a damaged manifest."""
-        listed = (await self.runner.run(["sh", "-c", _LIST, "sh", self.root])).check().stdout
+        listed = (await self.runner.run(self.ops.list())).check().stdout
         found: dict[str, list[ArchiveFile]] = {}
         for block in listed.split("\x1e")[1:]:
             name, _, text = block.partition("\n")
@@ -75,37 +72,41 @@ class ArchiveStore:
         return found
 
     async def member_files(self, member: str) -> list[ArchiveFile]:
-        return (await self.files()).get(archive.member_directory(member, btrfs=self.btrfs), [])
+        return (await self.files()).get(self.name(member), [])
 
-    async def measure(self, path: str) -> tuple[int, str]:
-        size = (await self.runner.run(["stat", "-c", "%s", "--", path])).check().stdout.strip()
-        digest = (await self.runner.run(["sha256sum", "--", path])).check().stdout.split()[0]
-        return int(size), digest
+    async def measure(self, member: str, file: str) -> tuple[int, str]:
+        """Size and sha256 of a stored file; raises CommandError where it is missing."""
+        out = (await self.runner.run(self.ops.measure(self.name(member), file))).check().stdout.split()
+        return int(out[0]), out[1]
 
     async def record(self, member: str, record: ArchiveFile, chain: str) -> None:
         """Add `record` to the manifest of `chain`, written aside and renamed."""
-        path = f"{self.directory(member)}/{archive.manifest_name(chain)}"
-        old = await self.runner.run(["cat", "--", path])
+        directory, manifest = self.name(member), archive.manifest_name(chain)
+        old = await self.runner.run(self.ops.cat(directory, manifest))
         text = (old.stdout if old.status == 0 else "") + record.line() + "\n"
-        (await self.runner.run(["sh", "-c", _REPLACE, "sh", path, text])).check()
+        (await self.runner.run(self.ops.replace(directory, manifest, text))).check()
 
     async def remove(self, member: str, files: list[ArchiveFile], doomed: list[ArchiveFile]) -> None:
         """Drop `doomed` from their manifests (an emptied manifest goes), then delete their files:
         a crash in between leaves files no record names, never a record without its file."""
-        directory = self.directory(member)
+        directory = self.name(member)
         for chain in sorted({f.chain for f in doomed}):
-            path = f"{directory}/{archive.manifest_name(chain)}"
+            manifest = archive.manifest_name(chain)
             left = [f for f in files if f.chain == chain and f not in doomed]
             if left:
                 text = "".join(f.line() + "\n" for f in left)
-                (await self.runner.run(["sh", "-c", _REPLACE, "sh", path, text])).check()
+                (await self.runner.run(self.ops.replace(directory, manifest, text))).check()
             else:
-                (await self.runner.run(["rm", "-f", "--", path])).check()
+                (await self.runner.run(self.ops.remove(directory, [manifest]))).check()
         if doomed:
-            (await self.runner.run(["rm", "-f", "--", *(f"{directory}/{f.file}" for f in doomed)])).check()
+            (await self.runner.run(self.ops.remove(directory, [name for f in doomed
+                                                               for name, _ in f.stored()]))).check()
 
-    def read_argv(self, member: str, file: str) -> list[str]:
-        return ["cat", "--", f"{self.directory(member)}/{file}"]
+    def read_argv(self, member: str, record: ArchiveFile) -> list[str]:
+        """Prints the stored bytes of `record`: its file, or its chunks one after another."""
+        if not record.chunks:
+            return self.ops.cat(self.name(member), record.file)
+        return self.ops.chunks(self.name(member), record.file, len(record.chunks))
 
 
 class ArchiveTargetHalf:
@@ -113,17 +114,17 @@ class ArchiveTargetHalf:
     intermediates = False      # one file per snapshot, each on its parent
     destroys_in_one_call = True
 
-    def __init__(self, target: Target, runner: Runner, *, btrfs: bool) -> None:
+    def __init__(self, target: Target, runner: Runner, *, btrfs: bool, endpoint: bool = False) -> None:
         self.target = target
         self.runner = runner
-        self.store = ArchiveStore(runner, target.path, btrfs=btrfs)
+        self.store = ArchiveStore(runner, target.path, btrfs=btrfs, endpoint=endpoint)
 
     def entry(self, member: str, snapshot: str) -> str:
         return f"{self.store.directory(member)}/{snapshot}"
 
     async def list(self, members: Sequence[str], *, create: bool = False,
                    resume: bool = True) -> dict[str, TargetMember]:
-        if create:
+        if create and not self.store.ops.endpoint:  # an endpoint makes its root with the first member
             (await self.runner.run(["mkdir", "-p", "--", self.target.path])).check()
         found = await self.store.files()
         return {m: self._member(m, found.get(archive.member_directory(m, btrfs=self.store.btrfs), []))
@@ -136,9 +137,10 @@ class ArchiveTargetHalf:
         held = archive.snapshots(files)
         try:
             start = archive.chain_to(files, held[-1].name)[0].creation if held else None
+            size = archive.chain_bytes(files, held[-1].name) if held else None
         except LookupError:
-            start = None  # a broken chain: the next file goes on it all the same; verify says why
-        return TargetMember(self.store.directory(member), held or None, chain_start=start)
+            start = size = None  # a broken chain: the next file goes on it all the same; verify says why
+        return TargetMember(self.store.directory(member), held or None, chain_start=start, chain_bytes=size)
 
     async def receive(self, member: str, send: Send, sender: Runner, argv: list[str], pipe: Pipe) -> int:
         step = send.step
@@ -146,18 +148,15 @@ class ArchiveTargetHalf:
             raise AssertionError("an archive target has no resume tokens")
         snapshot, parent = step.snapshot, step.base.name if step.base else None
         name = archive.file_name(snapshot.name, parent)
-        directory = self.store.directory(member)
-        final = f"{directory}/{name}"
-        part = final + archive.PART
-        (await self.runner.run(["mkdir", "-p", "--", directory])).check()
+        directory, ops = self.store.name(member), self.store.ops
+        (await self.runner.run(ops.mkdir(directory))).check()
         assert self.target.archive is not None
-        moved = await pipe(sender, argv, self.runner, writer_argv(part),
-                           filters=[compress_argv(self.target.archive.level), encrypt_argv(self.target)])
-        size, digest = await self.store.measure(part)
-        (await self.runner.run(["mv", "-f", "--", part, final])).check()
-        (await self.runner.run(["sync", "--", directory])).check()
+        upload = Upload(self.runner, ops, directory, name, self.target.archive.chunk_size)
+        chunks, moved = await upload.run(pipe, sender, argv,
+                                         [compress_argv(self.target.archive.level), encrypt_argv(self.target)])
+        (await self.runner.run(ops.sync(directory))).check()
         chain = snapshot.name if parent is None else await self._chain_of(member, parent)
-        await self.store.record(member, _record(name, snapshot, parent, size, digest), chain)
+        await self.store.record(member, archive.chunked(name, snapshot, parent, chunks), chain)
         return moved
 
     async def _chain_of(self, member: str, parent: str) -> str:
@@ -193,7 +192,3 @@ class ArchiveTargetHalf:
                              hint="run `replicator verify` on this target and look at the archive") from None
         await self.store.remove(member, files, doomed)
 
-
-def _record(name: str, snapshot: Snapshot, parent: str | None, size: int, digest: str) -> ArchiveFile:
-    return ArchiveFile(file=name, snapshot=snapshot.name, parent=parent, size=size, sha256=digest,
-                       guid=snapshot.guid, order=snapshot.order, creation=snapshot.creation)

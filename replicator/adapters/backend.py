@@ -41,15 +41,18 @@ class TargetMember:
     unfinished: tuple[str, ...] = ()          # snapshots present only as unfinished receives
     chain_start: int | None = None            # archive: creation time of the newest chain's full stream
     encryption: Encryption | None = None      # ZFS: the copy's native encryption; None: none, or no copy
+    chain_bytes: tuple[int, int] | None = None  # archive: that chain's full stream and incrementals, bytes
 
 
 class Pipe(Protocol):
     """Runs `send_argv` on `sender` into `receive_argv` on `receiver`; returns the bytes moved.
     `filters` are local commands the stream passes through in between (an archive's zstd and
-    age), each reading the one before it."""
+    age), each reading the one before it; `stdin` is a descriptor the sender reads; `continued`:
+    this goes on with the stream of the call before (an archive's next chunk), counted as one."""
 
     async def __call__(self, sender: Runner, send_argv: list[str], receiver: Runner,
-                       receive_argv: list[str], *, filters: Sequence[Sequence[str]] = ()) -> int: ...
+                       receive_argv: list[str], *, filters: Sequence[Sequence[str]] = (),
+                       stdin: int | None = None, continued: bool = False) -> int: ...
 
 
 class SourceHalf(Protocol):

@@ -98,15 +98,16 @@ def enlarge(fd: int) -> None:
         pass
 
 
-async def start(senders: Sequence[Stage], receiver: Stage) -> tuple[int, int]:
-    """Start the senders, each writing into the next one's stdin, and the receiver; return the
+async def start(senders: Sequence[Stage], receiver: Stage, stdin: int | None = None) -> tuple[int, int]:
+    """Start the senders, each writing into the next one's stdin (the first one's reads `stdin`,
+    else nothing), and the receiver; return the
     relay's two ends: the read end of the last sender's stdout and the write end of the
     receiver's stdin (the caller closes both). On failure whatever started is killed and reaped
     and every descriptor closed; a missing program raises CommandError (status 127)."""
     recv_read, recv_write = os.pipe()
     enlarge(recv_write)
     try:
-        source = await _start_chain(senders)
+        source = await _start_chain(senders, stdin)
     except BaseException:
         os.close(recv_read)
         os.close(recv_write)
@@ -123,16 +124,17 @@ async def start(senders: Sequence[Stage], receiver: Stage) -> tuple[int, int]:
     return source, recv_write
 
 
-async def _start_chain(stages: Sequence[Stage]) -> int:
+async def _start_chain(stages: Sequence[Stage], stdin: int | None = None) -> int:
     """Start `stages`, each writing into the next one's stdin; the read end of the last one's
     stdout. On failure the started ones are killed and reaped and every descriptor closed."""
     upstream: int | None = None  # the read end of the previous stage's stdout
+    first = subprocess.DEVNULL if stdin is None else stdin
     try:
         for stage in stages:
             read, write = os.pipe()
             try:
                 enlarge(read)
-                await _open(stage, stdin=subprocess.DEVNULL if upstream is None else upstream, stdout=write)
+                await _open(stage, stdin=first if upstream is None else upstream, stdout=write)
             except BaseException:
                 os.close(read)
                 raise

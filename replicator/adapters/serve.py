@@ -207,9 +207,14 @@ def _log(decision: Request | Rejection, original: str | None, policy: Policy,
     else:
         record["argv"] = list(decision.argv) if not decision.probe else ["(probe)"]
         record["decompress"] = decision.decompress
+    write_log(record, isinstance(decision, Rejection), log_file)
+
+
+def write_log(record: dict, rejected: bool, log_file: str | None) -> None:
+    """One decision as a JSON line: to syslog (auth facility) and, if asked, to `log_file`."""
     line = json.dumps(record, ensure_ascii=True)
     syslog.openlog("replicator-serve", syslog.LOG_PID, syslog.LOG_AUTH)
-    syslog.syslog(syslog.LOG_WARNING if isinstance(decision, Rejection) else syslog.LOG_INFO, line)
+    syslog.syslog(syslog.LOG_WARNING if rejected else syslog.LOG_INFO, line)
     if log_file:
         fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:

@@ -110,13 +110,14 @@ async def _drain(stream: trio.abc.ReceiveStream | None, into: list[bytes]) -> No
 
 async def transfer(sender: Runner, send_argv: Sequence[str], receiver: Runner,
                    receive_argv: Sequence[str], progress: Progress, *, compress: int | None = None,
-                   filters: Sequence[Sequence[str]] = ()) -> int:
+                   filters: Sequence[Sequence[str]] = (), stdin: int | None = None) -> int:
     """Run `send_argv` on sender piped into `receive_argv` on receiver; return bytes moved.
 
     With `compress` (a zstd level) a local zstd compresses between the sender and the relay and
     the receiver's host decompresses in front of `receive_argv`: the bytes moved, counted and
     rate-limited are those on the wire. `filters` run here between the sender (or the
     compressor) and the relay, each reading the one before (an archive target's zstd and age).
+    `stdin`: a descriptor the sender reads (an archive's chunk of a longer stream), else none.
     Raises CommandError (or HostError for the ssh transport)
     naming the process whose failure explains the others. When cancelled, every process is
     killed, which also ends the relay thread.
@@ -128,7 +129,8 @@ async def transfer(sender: Runner, send_argv: Sequence[str], receiver: Runner,
         senders.append(Stage("localhost", tuple(compress_argv(compress)), compress_argv(compress)))
         receiving = Stage(receiver.where, tuple(receive_argv), receiver.decompressing_argv(receive_argv))
     senders.extend(Stage("localhost", tuple(f), list(f)) for f in filters)
-    source, sink = await start(senders, receiving)
+    source, sink = await start(senders, receiving, stdin)
+    before = progress.bytes  # a stream in parts counts on: this part's bytes are the difference
     stages = [*senders, receiving]
     recv_out: list[bytes] = []
     log.info("transfer started", label=progress.label, send=list(send_argv), receive=list(receive_argv),
@@ -146,9 +148,9 @@ async def transfer(sender: Runner, send_argv: Sequence[str], receiver: Runner,
     if compress is not None:
         _check_decompressor(receiving)
     raise_first_failure(senders, receiving)
-    log.info("transfer done", label=progress.label, bytes=progress.bytes,
+    log.info("transfer done", label=progress.label, bytes=progress.bytes - before,
              seconds=round(progress.elapsed, 3))
-    return progress.bytes
+    return progress.bytes - before
 
 
 def _check_decompressor(receiving: Stage) -> None:

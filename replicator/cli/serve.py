@@ -22,7 +22,7 @@ from typing import Sequence
 
 from replicator.adapters.serve import DEFAULT_LOCK_DIR, serve
 from replicator.core.endpoint import Policy
-from replicator.core.errors import ReplicatorError
+from replicator.core.errors import ReplicatorError, UsageError
 
 
 def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -36,8 +36,9 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--role", required=True, choices=("receive", "send"),
-                        help="receive: a push target; send: a pull source")
+    parser.add_argument("--role", required=True, choices=("receive", "send", "archive"),
+                        help="receive: a push target; send: a pull source; archive: an archive target's "
+                             "files below one directory root (docs/untrusted-storage.md)")
     parser.add_argument("--root", action="append", required=True, metavar="ROOT",
                         help="a ZFS dataset, or a directory (starting with /), that requests may "
                              "touch at or below (repeatable)")
@@ -60,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.role == "archive":
+        from replicator.adapters import archive_serve
+        if len(args.root) != 1 or not args.root[0].startswith("/") or args.root[0].rstrip("/") == "":
+            raise UsageError(f"role archive takes one --root, an absolute directory (not {args.root})",
+                             hint="fix the command= option of the authorized_keys line")
+        command = os.environ.get("SSH_ORIGINAL_COMMAND")
+        return archive_serve.serve(command, args.root[0].rstrip("/"), archive_serve.logger(command, args.log))
     policy = Policy.build(args.role, args.root, args.snapshot_prefix, prune=args.prune, jobs=args.job,
                           restore=args.restore)
     return serve(os.environ.get("SSH_ORIGINAL_COMMAND"), policy, log_file=args.log,

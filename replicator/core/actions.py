@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, ClassVar, Sequence
 
-from replicator.core.archive import starts_chain
+from replicator.core.archive import outgrown, starts_chain
 from replicator.core.model import Snapshot
 from replicator.core.planner import Conflict, ConflictKind, Plan, Step, StepKind, plan
 from replicator.core.raw import RawChoice
@@ -97,7 +97,8 @@ class Strategy:
     on the source; partial receives the log must vouch for; rollback allowed; which target
     snapshots a rollback must spare (pull mode: those that came from the untrusted source);
     `full_every` (an archive target): seconds after which a chain of incrementals starts over
-    with a full stream; `raw`, how this member is sent (ZFS `send -w`, `core/raw.py`), whose
+    with a full stream; `full_ratio`: or once its incrementals total more than this times the
+    size of its full stream; `raw`, how this member is sent (ZFS `send -w`, `core/raw.py`), whose
     `refused` stops every send with its reason."""
 
     intermediates: bool
@@ -108,6 +109,7 @@ class Strategy:
     spare: Callable[[str], bool] = lambda name: False
     full_every: int | None = None
     raw: RawChoice = RawChoice(False)
+    full_ratio: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,8 @@ class Sides:
     names snapshots the target holds only as unfinished receives; `stale_token` is a token that
     was tried and can never work again; `restored` is the snapshot the source was restored from
     in place, while nothing taken since is on the target (see `plan`); `chain_start` the creation
-    time of the full stream the target's newest chain starts with (an archive target)."""
+    time of the full stream the target's newest chain starts with and `chain_bytes` (full stream,
+    incrementals after it) what that chain stores (an archive target)."""
 
     source: tuple[Snapshot, ...]
     target: tuple[Snapshot, ...] | None
@@ -126,6 +129,7 @@ class Sides:
     unfinished: tuple[str, ...] = ()
     restored: Snapshot | None = None
     chain_start: int | None = None
+    chain_bytes: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +184,7 @@ def decide(sides: Sides, strategy: Strategy, history: History | None = None, *,
     final = decision.steps[-1].snapshot if decision.steps else None
     if final is not None and strategy.holds:
         actions.append(Protect(final))
-    for step in _restart_chains(decision.steps, sides.chain_start, strategy.full_every):
+    for step in _restart_chains(decision.steps, sides, strategy):
         name = step.snapshot.name if step.snapshot else ""
         step = replace(step, raw=strategy.raw.raw)
         actions.append(Send(step, retry=name in history.interrupted, starved=name in history.starved))
@@ -190,16 +194,21 @@ def decide(sides: Sides, strategy: Strategy, history: History | None = None, *,
     return Decision(tuple(actions), common=decision.common)
 
 
-def _restart_chains(steps: Sequence[Step], start: int | None, full_every: int | None) -> list[Step]:
-    """Each incremental whose snapshot is `full_every` newer than its chain's full stream becomes
-    a full stream, which starts the next chain."""
+def _restart_chains(steps: Sequence[Step], sides: Sides, strategy: Strategy) -> list[Step]:
+    """Each incremental whose snapshot is `full_every` newer than its chain's full stream, or
+    that would continue a chain that outgrew `full_ratio`, becomes a full stream, which starts
+    the next chain. Sizes are known only of what is stored: the streams of this decision are
+    not, so only its first step can restart a chain by size."""
     restarted = []
+    start, size = sides.chain_start, sides.chain_bytes
     for step in steps:
         if step.snapshot is not None and step.kind is StepKind.INCREMENTAL \
-                and starts_chain(start, step.snapshot.creation, full_every):
+                and (starts_chain(start, step.snapshot.creation, strategy.full_every)
+                     or outgrown(size, strategy.full_ratio)):
             step = Step(StepKind.FULL, step.snapshot)
         if step.kind is StepKind.FULL and step.snapshot is not None:
             start = step.snapshot.creation
+        size = None
         restarted.append(step)
     return restarted
 

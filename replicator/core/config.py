@@ -12,6 +12,7 @@ import tomllib
 from typing import Any, Mapping
 
 from replicator.core import names
+from replicator.core.archive import CHUNK_SIZE
 from replicator.core.compress import DEFAULT_LEVEL, LEVELS
 from replicator.core.config_model import (_NAME, WEEKDAYS, Archive, BtrfsSource, Config, Daemon, Host, Job, Notify,
                                           Resumable, Retention, Schedule, Source, Target, ZfsSource)
@@ -328,7 +329,7 @@ class _Reader:
     def target(self, path: str, value: Any, source: Source | None, hosts: Mapping[str, Host]) -> Target:
         t = self.table(path, value, {"name", "path", "host", "retention", "rate_limit", "stall_timeout",
                                      "rollback_diverged", "resumable", "compress", "kind", "recipients",
-                                     "recipients_file", "full_every", "raw"})
+                                     "recipients_file", "full_every", "full_ratio", "chunk_size", "raw"})
         kind = self.get(path, t, "kind", str, "filesystem")
         if kind not in ("filesystem", "archive"):
             self.problem(f"{path}.kind", f"{kind!r} is not a target kind: use \"archive\" (encrypted stream "
@@ -392,8 +393,21 @@ class _Reader:
                                              "\"zstd:N\" with N from 1 (fastest) to 19 (smallest)")
             level = DEFAULT_LEVEL
         full_every = self.interval(path, table, "full_every", None) if "full_every" in table else None
+        chunk_text = self.get(path, table, "chunk_size", str, None)
+        chunk_size = CHUNK_SIZE if chunk_text is None else parse_bytes(chunk_text)
+        if chunk_size is None or chunk_size < 1 << 20:
+            self.problem(f"{path}.chunk_size", f"{chunk_text!r} is not a chunk size: write bytes like \"64M\" "
+                                               "(at least \"1M\"; an interrupted upload sends one chunk again)")
+            chunk_size = CHUNK_SIZE
+        ratio = table.get("full_ratio")
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0):
+            self.problem(f"{path}.full_ratio", f"{json.dumps(ratio, default=str)} is not a ratio: write a number "
+                                               "above 0 such as 1.0 (a new full stream once a chain's "
+                                               "incrementals total its full stream's size)")
+            ratio = None
         return Archive(recipients=tuple(recipients or ()), recipients_file=recipients_file, level=level,
-                       full_every=full_every)
+                       full_every=full_every, full_ratio=None if ratio is None else float(ratio),
+                       chunk_size=chunk_size)
 
     def compress(self, path: str, table: Mapping[str, Any], host: str | None, source: Source | None) -> int | None:
         """A target's `compress`: "none", "zstd" or "zstd:N" -> a zstd level, or None for none."""

@@ -93,6 +93,8 @@ class Archive:
     recipients_file: str | None = None
     level: int = 3
     full_every: int | None = None    # seconds: a snapshot this much newer than its chain's full stream starts a new chain
+    full_ratio: float | None = None  # or once its incrementals total more than this times its full stream
+    chunk_size: int = 64 << 20       # stream bytes per stored chunk: an interrupted upload resends at most one
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import posixpath
 import shutil
+import sys
 from urllib.parse import unquote
 
 import structlog
@@ -27,6 +28,7 @@ from replicator.core.archive import ArchiveFile
 from replicator.core.compress import DECOMPRESS
 from replicator.core.config import Job, Target, ZfsSource
 from replicator.core.errors import CommandError, StateError, UsageError
+from replicator.engine.backends import archive_endpoint
 from replicator.engine.context import Context
 from replicator.engine.restore import Request, Restored, _destination_runner, choose
 from replicator.engine.streaming import stream
@@ -38,8 +40,9 @@ log = structlog.get_logger()
 _NOT_A_RECIPIENT = "no identity matched"
 
 
-def _store(job: Job, target: Target, runner: Runner) -> ArchiveStore:
-    return ArchiveStore(runner, target.path, btrfs=not isinstance(job.source, ZfsSource))
+async def _store(job: Job, target: Target, ctx: Context) -> ArchiveStore:
+    return ArchiveStore(await ctx.runner(target.host), target.path, btrfs=not isinstance(job.source, ZfsSource),
+                        endpoint=await archive_endpoint(target, ctx))
 
 
 def members(job: Job, found: dict[str, list[ArchiveFile]]) -> dict[str, list[ArchiveFile]]:
@@ -61,20 +64,26 @@ def _identity(identity: str | None) -> str:
     return identity
 
 
-def _decrypting(identity: str) -> list[list[str]]:
+def _decrypting(identity: str, record: ArchiveFile) -> list[list[str]]:
+    if record.chunks:
+        # Each chunk is an age file of its own: decrypted one after another into one stream.
+        return [[sys.executable, "-m", "replicator.adapters.unchunk", "--identity", identity, "--",
+                 *(str(c.size) for c in record.chunks)]]
     return [["age", "--decrypt", "-i", identity], list(DECOMPRESS)]
 
 
 async def _check(store: ArchiveStore, member: str, record: ArchiveFile) -> str | None:
-    """What is wrong with one stored file, or None when it matches its manifest record."""
-    path = f"{store.directory(member)}/{record.file}"
-    try:
-        size, digest = await store.measure(path)
-    except CommandError:
-        return f"{path} is missing or unreadable on {store.runner.where}"
-    if (size, digest) != (record.size, record.sha256):
-        return (f"{path} does not match its manifest (size {size}, sha256 {digest[:16]}...; recorded "
-                f"{record.size}, {record.sha256[:16]}...): it was damaged or tampered with")
+    """What is wrong with one stored stream (its file or chunks), or None when it matches its
+    manifest record."""
+    for name, expected in record.stored():
+        path = f"{store.directory(member)}/{name}"
+        try:
+            size, digest = await store.measure(member, name)
+        except CommandError:
+            return f"{path} is missing or unreadable on {store.runner.where}"
+        if (size, digest) != (expected.size, expected.sha256):
+            return (f"{path} does not match its manifest (size {size}, sha256 {digest[:16]}...; recorded "
+                    f"{expected.size}, {expected.sha256[:16]}...): it was damaged or tampered with")
     return None
 
 
@@ -83,10 +92,10 @@ async def _pass(ctx: Context, job: Job, target: Target, store: ArchiveStore, mem
     """Stream one file through age and zstd into `receive_argv`; a wrong identity is named."""
     try:
         return await stream(ctx, f"{job.name}/{target.name} {record.file}", target, store.runner,
-                            store.read_argv(member, record.file), receiver, receive_argv,
-                            filters=_decrypting(identity))
+                            store.read_argv(member, record), receiver, receive_argv,
+                            filters=_decrypting(identity, record))
     except CommandError as e:
-        if e.argv[:1] == ("age",) and _NOT_A_RECIPIENT in e.stderr:
+        if _NOT_A_RECIPIENT in e.stderr:
             raise UsageError(f"the identity {identity} cannot decrypt {store.directory(member)}/{record.file}: "
                              "it is not one of the keys the archive was encrypted to",
                              hint="give the identity whose public key (age-keygen -y FILE) is in this "
@@ -102,7 +111,7 @@ async def restore(job: Job, target: Target, ctx: Context, request: Request, iden
         raise UsageError("restoring in place from an archive target is not supported yet",
                          hint="restore with --to to a new place, then move it where it belongs")
     key = _identity(identity)
-    store = _store(job, target, await ctx.runner(target.host))
+    store = await _store(job, target, ctx)
     held = members(job, await store.files())
     if not held:
         raise UsageError(f"{target.where} holds no snapshot of job {job.name}", hint="replicate first")
@@ -148,7 +157,7 @@ async def restore(job: Job, target: Target, ctx: Context, request: Request, iden
 async def verify(job: Job, target: Target, ctx: Context, identity: str | None) -> list[Verified]:
     """One result per member: every file against its manifest, every chain whole; with
     `identity`, every stream decrypted and parsed, nothing written."""
-    store = _store(job, target, await ctx.runner(target.host))
+    store = await _store(job, target, ctx)
     held = members(job, await store.files())
     results = []
     wanted = job.source.members

@@ -23,11 +23,8 @@ async def source_half(job: Job, ctx: Context) -> SourceHalf:
 async def target_half(job: Job, target: Target, ctx: Context) -> TargetHalf:
     runner = await ctx.runner(target.host)
     if target.archive is not None:
-        if target.host is not None and await ctx.endpoint(target.host) is not None:
-            raise TargetError(f"host {target.host} answers with a `replicator serve` endpoint, which does not "
-                              "store archive files", hint="an archive target needs a login with a shell on its "
-                                                          "host (sh and coreutils), without a forced command")
-        return ArchiveTargetHalf(target, runner, btrfs=not isinstance(job.source, ZfsSource))
+        return ArchiveTargetHalf(target, runner, btrfs=not isinstance(job.source, ZfsSource),
+                                 endpoint=await archive_endpoint(target, ctx))
 
     def guard(argv: list[str]) -> list[str]:
         return receiving(job, argv)
@@ -35,3 +32,17 @@ async def target_half(job: Job, target: Target, ctx: Context) -> TargetHalf:
     if isinstance(job.source, ZfsSource):
         return ZfsTargetHalf(target, runner, guard=guard)
     return BtrfsTargetHalf(target, runner, local=ctx.local, guard=guard)
+
+
+async def archive_endpoint(target: Target, ctx: Context) -> bool:
+    """Whether an archive target's host answers with `replicator serve --role archive` for its
+    path (False: a shell login). Raises TargetError for an endpoint that cannot store it."""
+    info = await ctx.endpoint(target.host)
+    if info is None:
+        return False
+    if info.role != "archive" or tuple(info.roots) != (target.path.rstrip("/"),):
+        raise TargetError(f"host {target.host} answers with `replicator serve --role {info.role}` for "
+                          f"{', '.join(info.roots)}, which does not store this archive target's files in {target.path}",
+                          hint=f"give the key `replicator serve --role archive --root {target.path}` as its forced "
+                               "command, or a login with a shell (sh and coreutils)")
+    return True

@@ -51,8 +51,9 @@ class Context:
                                        "`replicator serve --role send --root ...` covering the source")
         return runner
 
-    async def check_target(self, target: Target, role: str = "receive") -> EndpointInfo | None:
+    async def check_target(self, target: Target, role: str | None = None) -> EndpointInfo | None:
         """Refuse early, with advice, a target that its host's endpoint would refuse anyway."""
+        role = role or ("archive" if target.archive is not None else "receive")
         info = await self.endpoint(target.host)
         if info is None:
             return None

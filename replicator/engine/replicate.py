@@ -33,6 +33,7 @@ from replicator.engine.backends import source_half, target_half
 from replicator.engine.context import Context
 from replicator.engine.hooks import around_replicate
 from replicator.engine.results import TargetResult, Transferred, compressed, name_of, where
+from replicator.adapters.stream import Progress
 from replicator.engine.streaming import stream
 
 __all__ = ["TargetResult", "Transferred", "replicate_job"]
@@ -141,6 +142,7 @@ class _TargetRun:
                         # In pull mode what came from the source is not the untrusted source's to destroy.
                         spare=lambda name: pulled and names.parse_snapshot_name(name, prefix) is not None,
                         full_every=self.target.archive.full_every if self.target.archive else None,
+                        full_ratio=self.target.archive.full_ratio if self.target.archive else None,
                         raw=self.raw(member, copy))
 
     def raw(self, member: SourceMember, copy: TargetMember) -> RawChoice:
@@ -156,6 +158,7 @@ class _TargetRun:
             sides = Sides(member.snapshots, copy.snapshots, member.bases,
                           resume_token=None if self.dry_run else copy.resume_token, stale_token=stale,
                           unfinished=copy.unfinished, chain_start=copy.chain_start,
+                          chain_bytes=copy.chain_bytes,
                           restored=restored.base(self.ctx, self.job.name, self.job.snapshot_prefix, member.name,
                                                  member.snapshots, copy.snapshots or ()))
             decision = self.decide(member.name, sides, self.strategy(member, copy))
@@ -297,11 +300,13 @@ class _TargetRun:
 
     def pipe(self, label: str, expected: int | None = None):
         ctx, target = self.ctx, self.target
+        last: list[Progress] = []
 
         async def run(sender: Runner, send_argv: list[str], receiver: Runner, receive_argv: list[str], *,
-                      filters: Sequence[Sequence[str]] = ()) -> int:
+                      filters: Sequence[Sequence[str]] = (), stdin: int | None = None, continued: bool = False) -> int:
             return await stream(ctx, label, target, sender, send_argv, receiver, receive_argv,
-                                compress=target.compress_level, expected=expected, filters=filters)
+                                compress=target.compress_level, expected=expected, filters=filters, stdin=stdin,
+                                progress=last[-1] if continued and last else None, started=last.append)
         return run
 
     def transferred(self, step: Step) -> Transferred:

@@ -4,7 +4,7 @@ watchdog that stops a stream which makes no progress (a link that stalls without
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 import trio
 
@@ -22,16 +22,23 @@ class Stalled(TargetError):
 
 async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_argv: list[str],
                  receiver: Runner, receive_argv: list[str], *, compress: int | None = None,
-                 expected: int | None = None, filters: Sequence[Sequence[str]] = ()) -> int:
+                 expected: int | None = None, filters: Sequence[Sequence[str]] = (),
+                 stdin: int | None = None, progress: Progress | None = None,
+                 started: Callable[[Progress], None] = lambda progress: None) -> int:
     """Bytes moved (on the wire: compressed with `compress`, a zstd level); `expected`, the
     stream's size if known, gives status an ETA; `filters` are local commands between the two
-    (an archive's zstd and age: the bytes counted are theirs). Raises Stalled, or
+    (an archive's zstd and age: the bytes counted are theirs); `stdin` is what the sender reads.
+    `progress`: the count of an earlier part of the same stream (an archive's chunks), which this
+    one goes on with, so that status, the rate limit and the watchdog see one stream; `started`
+    is given the count used. Returns this part's bytes. Raises Stalled, or
     what `transfer` raises. Cancelling kills every process of the transfer.
 
     The caller says whether to compress: only a push from here to the target's host does (a
     restore, say, streams from the target, and compressing there is not supported yet)."""
     # `expected` counts the stream before compression: no ETA rather than a wrong one.
-    progress = Progress(label, expected=None if compress or filters else expected, limit=target.rate_limit)
+    if progress is None:
+        progress = Progress(label, expected=None if compress or filters else expected, limit=target.rate_limit)
+    started(progress)
     stalled = trio.Event()
     moved = 0
     ctx.active.add(progress)
@@ -39,7 +46,7 @@ async def stream(ctx: Context, label: str, target: Target, sender: Runner, send_
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch, progress, target.stall_timeout, stalled, nursery.cancel_scope)
             moved = await transfer(sender, send_argv, receiver, receive_argv, progress, compress=compress,
-                                   filters=filters)
+                                   filters=filters, stdin=stdin)
             nursery.cancel_scope.cancel()  # the transfer is done: stop watching
         if stalled.is_set():
             raise Stalled(f"the stream to {target.where} made no progress for {target.stall_timeout:g} s "

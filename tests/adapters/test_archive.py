@@ -8,6 +8,9 @@ import json
 import time
 from pathlib import Path
 
+from replicator.adapters.txlog import TxLog
+from replicator.core import metrics
+from replicator.core.config import parse_config
 from replicator.core.names import parse_snapshot_name
 from replicator.core.errors import EXIT_STATE, EXIT_TARGET_FAILED, EXIT_USAGE
 from support import (btrfs_job, cli, host_table, run, tree_digest, write_files, zfs_job, zfs_mountpoint,
@@ -34,6 +37,11 @@ def archive_table(path: Path, recipient: str, host: str | None = None, extra: st
 
 def manifest(directory: Path) -> list[dict]:
     return [json.loads(line) for m in sorted(directory.glob("*.chain.jsonl")) for line in m.read_text().splitlines()]
+
+
+def stored_files(directory: Path, record: dict) -> list[Path]:
+    """The files holding one manifest record's stream: its chunks in order."""
+    return [directory / f"{record['file']}.{i:06d}" for i in range(len(record["chunks"]))]
 
 
 def btrfs_world(make_btrfs, tmp_path, archive: Path, extra: str = "", host: str = "",
@@ -66,10 +74,11 @@ def test_btrfs_chain_to_a_local_archive_restores_identical_and_verifies(make_btr
     assert [r["snapshot"] for r in records] == [n.partition("@")[2] for n in names]
     assert [r["parent"] for r in records] == [None] + [r["snapshot"] for r in records[:-1]]
     for r in records:
-        stored = (vault / "data" / r["file"]).read_bytes()
-        assert len(stored) == r["size"] and stored.startswith(b"age-encryption.org/v1")
-        assert b"generation" not in stored, "the archive holds only ciphertext"
-    assert not list(vault.rglob("*.part"))
+        chunks = [p.read_bytes() for p in stored_files(vault / "data", r)]
+        assert sum(map(len, chunks)) == r["size"] and [len(c) for c in chunks] == [c[0] for c in r["chunks"]]
+        assert all(c.startswith(b"age-encryption.org/v1") for c in chunks)
+        assert not any(b"generation" in c for c in chunks), "the archive holds only ciphertext"
+    assert not list(vault.rglob("*.part")) and not list(vault.rglob("*.upload.jsonl"))
 
     status = cli(config, "status", "--json")
     [vault_status] = status.json["jobs"][0]["targets"]
@@ -90,13 +99,13 @@ def test_btrfs_chain_to_a_local_archive_restores_identical_and_verifies(make_btr
     assert tree_digest(Path(result["destination"])) == tree_digest(src / "data")
 
     # A file changed on the storage is caught by its manifest, and the restore refuses it.
-    victim = vault / "data" / records[1]["file"]
+    [victim] = stored_files(vault / "data", records[1])
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0x01
     victim.write_bytes(bytes(data))
     bad = cli(config, "verify", "home", "--json")
     assert bad.code == EXIT_TARGET_FAILED
-    assert any(records[1]["file"] in p and "tampered" in p for p in bad.json[0]["problems"])
+    assert any(victim.name in p and "tampered" in p for p in bad.json[0]["problems"])
     refused = cli(config, "restore", "home", "--to", str(dst / "again"), "--identity", str(tmp_path / "key.txt"))
     assert refused.code == EXIT_STATE and "tampered" in refused.err
     assert [p.name for p in (dst / "again").iterdir()] == [names[0]], "nothing past the damaged file"
@@ -204,8 +213,16 @@ def test_retention_keeps_what_a_kept_chain_needs_and_full_every_starts_a_new_cha
     [record] = manifest(vault / "data")
     assert record["parent"] is None and record["snapshot"] not in chain
     assert sorted(p.name for p in (vault / "data").iterdir()) == sorted(
-        [record["file"], f"{record['snapshot']}.chain.jsonl"])
+        [p.name for p in stored_files(vault / "data", record)] + [f"{record['snapshot']}.chain.jsonl"])
     dst = make_btrfs()
     restored = cli(config, "restore", "home", "--to", str(dst), "--identity", str(tmp_path / "key.txt"), "--json")
     assert restored.code == 0, restored.err
     assert tree_digest(Path(restored.json[0]["destination"])) == tree_digest(src / "data")
+
+    # The metrics tally the archive target from the log like any other target.
+    assert cli(config, "verify", "home").code == 0
+    parsed = parse_config(config.read_text())
+    tally = metrics.tally(parsed, TxLog(config.parent / "state" / "txlog.jsonl").read())
+    key = ("home", "vault")
+    assert tally.sent_bytes[(*key, str(src / "data"))] > 0 and tally.last_success[(*key, str(src / "data"))]
+    assert tally.destroyed[key] == 3 and tally.failures[key] == 0 and tally.verify[key][0] is True

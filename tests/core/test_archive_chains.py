@@ -90,3 +90,49 @@ def test_a_needed_snapshot_is_spared_with_its_reason():
                                                      (0, 50, 50, True), (0, 10**6, None, False)])
 def test_a_chain_restarts_after_full_every(start, now, every, new):
     assert archive.starts_chain(start, now, every) is new
+
+
+@given(st.lists(st.integers(1, 10**6), min_size=1, max_size=30), st.floats(0.01, 10))
+def test_a_chain_is_outgrown_once_its_incrementals_pass_the_ratio_of_its_full_stream(sizes, ratio):
+    files = [ArchiveFile(archive.file_name(f"s{i}", None if i == 0 else f"s{i - 1}"), f"s{i}",
+                         None if i == 0 else f"s{i - 1}", size, "ab" * 32, f"g{i}", i) for i, size in enumerate(sizes)]
+    for i in range(len(sizes)):
+        full, incrementals = archive.chain_bytes(files, f"s{i}")
+        assert (full, incrementals) == (sizes[0], sum(sizes[1:i + 1]))
+        assert archive.outgrown((full, incrementals), ratio) is (incrementals > ratio * full)
+    assert not archive.outgrown(None, ratio) and not archive.outgrown((1, 10**9), None)
+
+
+@given(st.integers(0, 300), st.integers(1, 100), st.floats(0.1, 5), st.integers(1, 6))
+def test_decide_restarts_an_outgrown_chain_with_the_first_send_only(incrementals, full, ratio, pending):
+    from replicator.core.actions import Decision, Sides, Strategy, decide
+    from replicator.core.model import Snapshot
+    from replicator.core.planner import StepKind
+    source = tuple(Snapshot(f"s{n}", f"g{n}", n, n) for n in range(1 + pending))
+    decision = decide(Sides(source, source[:1], chain_start=0, chain_bytes=(full, incrementals)),
+                      Strategy(intermediates=False, full_ratio=ratio))
+    assert isinstance(decision, Decision)
+    kinds = [s.step.kind for s in decision.sends]
+    first = StepKind.FULL if incrementals > ratio * full else StepKind.INCREMENTAL
+    assert kinds == [first] + [StepKind.INCREMENTAL] * (pending - 1), "later sizes are not known yet"
+
+
+def test_an_upload_resumes_from_its_unbroken_run_of_whole_chunks():
+    chunk = archive.Chunk(10, "cd" * 32)
+    lines = [archive.upload_line(i, 1 << 20, chunk) for i in range(3)]
+    assert archive.resume_from("\n".join(lines), 1 << 20) == [chunk] * 3
+    assert archive.resume_from("\n".join(lines), 2 << 20) == [], "another chunk size: nothing is kept"
+    assert archive.resume_from("\n".join([lines[0], lines[2]]), 1 << 20) == [chunk], "a gap ends the run"
+    assert archive.resume_from(lines[0] + "\n{broken", 1 << 20) == [chunk]
+    assert archive.resume_from("", 1 << 20) == []
+
+
+def test_a_chunked_record_reads_back_with_its_chunks_and_names_them_in_order():
+    from replicator.core.model import Snapshot
+    chunks = [archive.Chunk(5, "aa" * 32), archive.Chunk(3, "bb" * 32)]
+    record = archive.chunked("s1.full.zst.age", Snapshot("s1", "g", 1, 7), None, chunks)
+    [parsed] = archive.parse_manifest(record.line() + "\n", chain="s1")
+    assert parsed == ArchiveFile(**{**{f: getattr(record, f) for f in record.__dataclass_fields__}, "chain": "s1"})
+    assert parsed.size == 8 and [n for n, _ in parsed.stored()] == ["s1.full.zst.age.000000", "s1.full.zst.age.000001"]
+    old = stored("s2", None, 2)
+    assert old.stored() == [(old.file, archive.Chunk(old.size, old.sha256))], "an archive from before chunks"

@@ -199,6 +199,16 @@ def test_an_archive_target_needs_recipients_and_takes_full_every():
     [target] = config.jobs[0].targets
     assert target.archive is not None and target.archive.full_every == 7 * 86400
     assert target.archive.level == 9 and target.compress_level is None
+    assert target.archive.chunk_size == 64 << 20 and target.archive.full_ratio is None
+    tuned = parse_config(job + 'recipients = ["age1xyz"]\nchunk_size = "8M"\nfull_ratio = 1.5\n').jobs[0].targets[0]
+    assert tuned.archive is not None and (tuned.archive.chunk_size, tuned.archive.full_ratio) == (8 << 20, 1.5)
+    for bad in ('chunk_size = "10K"', 'chunk_size = "lots"', 'full_ratio = 0', 'full_ratio = "1"'):
+        try:
+            parse_config(job + f'recipients = ["age1xyz"]\n{bad}\n')
+        except ConfigError as e:
+            assert bad.split(" ")[0] in str(e)
+        else:
+            raise AssertionError(f"{bad} was accepted")
     try:
         parse_config(job.replace('"/vault"', '"vault"') + 'kind2 = 1\n')
     except ConfigError as e:
