@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from replicator.adapters.archive_backend import encrypt_argv, writer_argv
+from replicator.adapters.archive_backend import encrypt_argv
+from replicator.adapters.archive_ops import writer_argv
 from replicator.adapters.archive_ops import ShellOps
 from replicator.adapters.archive_upload import Upload
 from replicator.adapters.runner import LocalRunner
