@@ -72,7 +72,8 @@ class Metrics:
             if root is not None and any(t.name == target for t in job.targets):
                 transfers.append(Transfer(job_name, target, root, progress.bytes, progress.expected, progress.rate))
         view = View(self._tally_of(config, ctx.txlog.path), daemon.live.common_times(jobs), tuple(transfers),
-                    {name: bool(state.last_error) for name, state in daemon.states.items() if name in jobs})
+                    {name: bool(state.last_error) for name, state in daemon.states.items() if name in jobs},
+                    **space_figures(daemon.live.surveys, jobs))
         self.collector.publish(view)
         if config.daemon.metrics_textfile:
             self._write(config.daemon.metrics_textfile)
@@ -101,3 +102,19 @@ class Metrics:
             self._textfile_error = str(e)
         else:
             self._textfile_error = None
+
+
+def space_figures(surveys: dict, jobs: dict) -> dict[str, dict]:
+    """The View's space fields from the daemon's surveys. A filesystem label is a pool of the
+    job's datasets or the mount point of its subvolumes: bounded by the config."""
+    critical, free, held = {}, {}, {}
+    for name, surveyed in surveys.items():
+        space = surveyed.doc.get("space") if name in jobs else None
+        if not space:
+            continue
+        critical[name] = bool(space.get("critical"))
+        for fs in space.get("filesystems", ()):
+            free[(name, fs["filesystem"])] = fs["free"]
+            if fs.get("snapshots") is not None:
+                held[(name, fs["filesystem"])] = fs["snapshots"]
+    return {"space_critical": critical, "source_free": free, "source_snapshots": held}

@@ -146,6 +146,10 @@ class Daemon:
         await self.ctx.hosts.new_cycle()
         with self._state_errors(job):
             cycle = await run_cycle(job, self.ctx, replicate=False)
+            if job.source.min_free is not None and (not cycle.ok or job.name in self.notifier.short):
+                # A snapshot skipped for space is followed by no replication (nor its survey),
+                # and one taken again may be too: status, metrics and notifications learn here.
+                await self._survey(job)
             self._note(job, "; ".join(cycle.errors) or None)
             return cycle.ok
         return False
@@ -155,12 +159,18 @@ class Daemon:
         await self.ctx.hosts.new_cycle()
         with self._state_errors(job):
             cycle = await run_cycle(job, self.ctx, snapshot=False)
-            await self.live.refresh(job, self.ctx)
+            await self._survey(job)
             self._note(job, "; ".join(cycle.errors) or None)
             if job.name in self.states and any(r.status == "deferred" for r in cycle.replication):
                 self.states[job.name].deferred = True
             return cycle.ok
         return False
+
+    async def _survey(self, job: Job) -> None:
+        assert self.ctx is not None
+        await self.live.refresh(job, self.ctx)
+        if (surveyed := self.live.surveys.get(job.name)) is not None:
+            self.notifier.space(job.name, surveyed.doc.get("space") or {})
 
     async def verify(self, job: Job) -> bool:
         assert self.ctx is not None
