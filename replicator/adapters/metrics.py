@@ -36,7 +36,7 @@ class View:
     common_time: Mapping[JobTarget, float] = field(default_factory=dict)
     transfers: tuple[Transfer, ...] = ()
     failing: Mapping[str, bool] = field(default_factory=dict)   # job -> its last run failed
-    # The source's space as last surveyed: job -> below min_free; (job, filesystem) -> bytes.
+    # job -> its last snapshot was skipped for space; (job, filesystem) -> bytes, as surveyed.
     space_critical: Mapping[str, bool] = field(default_factory=dict)
     source_free: Mapping[tuple[str, str], int] = field(default_factory=dict)
     source_snapshots: Mapping[tuple[str, str], int] = field(default_factory=dict)
@@ -87,7 +87,7 @@ class Collector:
                      "1 while the job's last run failed (it is being retried)", ("job",),
                      {k: float(v) for k, v in view.failing.items()})
         yield family(GaugeMetricFamily, "replicator_space_critical",
-                     "1 while the job's source is below min_free (CRITICAL: no snapshot is taken)", ("job",),
+                     "1 while the job is CRITICAL for space: its last snapshot was skipped, the source below min_free", ("job",),
                      {k: float(v) for k, v in view.space_critical.items()})
         yield family(GaugeMetricFamily, "replicator_source_free_bytes",
                      "Bytes the source's filesystem (pool, btrfs filesystem) can still write",

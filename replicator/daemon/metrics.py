@@ -73,7 +73,8 @@ class Metrics:
                 transfers.append(Transfer(job_name, target, root, progress.bytes, progress.expected, progress.rate))
         view = View(self._tally_of(config, ctx.txlog.path), daemon.live.common_times(jobs), tuple(transfers),
                     {name: bool(state.last_error) for name, state in daemon.states.items() if name in jobs},
-                    **space_figures(daemon.live.surveys, jobs))
+                    {name: name in daemon.notifier.short for name in jobs},
+                    *space_figures(daemon.live.surveys, jobs))
         self.collector.publish(view)
         if config.daemon.metrics_textfile:
             self._write(config.daemon.metrics_textfile)
@@ -104,17 +105,15 @@ class Metrics:
             self._textfile_error = None
 
 
-def space_figures(surveys: dict, jobs: dict) -> dict[str, dict]:
-    """The View's space fields from the daemon's surveys. A filesystem label is a pool of the
-    job's datasets or the mount point of its subvolumes: bounded by the config."""
-    critical, free, held = {}, {}, {}
+def space_figures(surveys: dict, jobs: dict) -> tuple[dict, dict]:
+    """Bytes free and bytes held by snapshots, by (job, filesystem), from the daemon's surveys.
+    A filesystem is a pool of the job's datasets or the mount of its subvolumes: bounded by the
+    config."""
+    free, held = {}, {}
     for name, surveyed in surveys.items():
         space = surveyed.doc.get("space") if name in jobs else None
-        if not space:
-            continue
-        critical[name] = bool(space.get("critical"))
-        for fs in space.get("filesystems", ()):
+        for fs in (space or {}).get("filesystems", ()):
             free[(name, fs["filesystem"])] = fs["free"]
             if fs.get("snapshots") is not None:
                 held[(name, fs["filesystem"])] = fs["snapshots"]
-    return {"space_critical": critical, "source_free": free, "source_snapshots": held}
+    return free, held

@@ -1,13 +1,13 @@
 """The daemon's side of on_failure / on_recovery: turn the scheduler's state changes into
 events, and run each command in the background, so that a slow one never delays a job.
 
-A source short of space (below min_free: the job is CRITICAL) is an event of its own,
-"space_critical", run with the on_failure command, and "space_recovery" with on_recovery; once
-per change, whatever the retries in between."""
+A snapshot the space guard skipped (the source below min_free even after pruning: the job is
+CRITICAL) is an event of its own, "space_critical", run with the on_failure command, and the
+next snapshot it lets be taken "space_recovery", with on_recovery; once per change."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from replicator.daemon.scheduler import JobState
 from replicator.engine.notify import Event, command_for, notify, now_iso
@@ -37,21 +37,19 @@ class Notifier:
             event = Event("recovery", state.name, now, failures_before, error, since)
         self._send(job, event, event.event)
 
-    def space(self, name: str, space: dict[str, Any]) -> None:
-        """After each survey of a job: notify if it turned CRITICAL for space, or recovered."""
+    def space(self, name: str, shortage: str | None) -> None:
+        """After each snapshot run of a job with min_free: `shortage` is why the guard skipped
+        the snapshot (the job is CRITICAL), None when it let it be taken. Notifies on a change."""
         job = self.daemon.jobs.get(name)
-        if job is None or bool(space.get("critical")) == (name in self.short):
+        if job is None or (shortage is not None) == (name in self.short):
             return
         now = now_iso(self.daemon.wall())
-        if space.get("critical"):
-            short = "; ".join(f"{fs['filesystem']}: {fs['free']} bytes free, below min_free {space['min_free']}"
-                              + (f", snapshots hold {fs['snapshots']} bytes" if fs.get("snapshots") is not None else "")
-                              for fs in space.get("filesystems", ()) if fs.get("critical"))
-            self.short[name] = (now, short)
-            self._send(job, Event("space_critical", name, now, 1, short, now), "failure")
+        if shortage is not None:
+            self.short[name] = (now, shortage)
+            self._send(job, Event("space_critical", name, now, 1, shortage, now), "failure")
         else:
-            since, short = self.short.pop(name)
-            self._send(job, Event("space_recovery", name, now, 0, short, since), "recovery")
+            since, shortage = self.short.pop(name)
+            self._send(job, Event("space_recovery", name, now, 0, shortage, since), "recovery")
 
     def _send(self, job, event: Event, kind: str) -> None:
         argv, timeout = command_for(self.daemon.config, job, kind)

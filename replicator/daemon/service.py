@@ -22,7 +22,7 @@ import trio
 from replicator.adapters import control, systemd
 from replicator.adapters.locks import DaemonLock, state_dir
 from replicator.core.config import Config, Job, parse_config
-from replicator.core.errors import ReplicatorError, StateError
+from replicator.core.errors import EXIT_SPACE, ReplicatorError, StateError
 from replicator.daemon import metrics as daemon_metrics
 from replicator.daemon.live import Live
 from replicator.daemon.notifier import Notifier
@@ -146,10 +146,13 @@ class Daemon:
         await self.ctx.hosts.new_cycle()
         with self._state_errors(job):
             cycle = await run_cycle(job, self.ctx, replicate=False)
-            if job.source.min_free is not None and (not cycle.ok or job.name in self.notifier.short):
-                # A snapshot skipped for space is followed by no replication (nor its survey),
-                # and one taken again may be too: status, metrics and notifications learn here.
-                await self._survey(job)
+            if job.source.min_free is not None and cycle.snapshot is not None:
+                skipped = cycle.snapshot.exit_code == EXIT_SPACE
+                if skipped or job.name in self.notifier.short:
+                    # No replication (nor its survey) follows a skipped snapshot: status and
+                    # metrics learn of the source's space here.
+                    await self.live.refresh(job, self.ctx)
+                self.notifier.space(job.name, cycle.snapshot.error if skipped else None)
             self._note(job, "; ".join(cycle.errors) or None)
             return cycle.ok
         return False
@@ -159,18 +162,12 @@ class Daemon:
         await self.ctx.hosts.new_cycle()
         with self._state_errors(job):
             cycle = await run_cycle(job, self.ctx, snapshot=False)
-            await self._survey(job)
+            await self.live.refresh(job, self.ctx)
             self._note(job, "; ".join(cycle.errors) or None)
             if job.name in self.states and any(r.status == "deferred" for r in cycle.replication):
                 self.states[job.name].deferred = True
             return cycle.ok
         return False
-
-    async def _survey(self, job: Job) -> None:
-        assert self.ctx is not None
-        await self.live.refresh(job, self.ctx)
-        if (surveyed := self.live.surveys.get(job.name)) is not None:
-            self.notifier.space(job.name, surveyed.doc.get("space") or {})
 
     async def verify(self, job: Job) -> bool:
         assert self.ctx is not None

@@ -58,9 +58,9 @@ def test_space_figures_come_from_the_surveys_of_configured_jobs_only():
                "mail": surveyed(False, [{"filesystem": "/srv", "free": 50, "size": 100, "snapshots": None,
                                          "critical": False}]),
                "gone": surveyed(True, [{"filesystem": "old", "free": 1, "size": 2, "snapshots": 1, "critical": True}])}
-    figures = space_figures(surveys, {"home": ..., "mail": ...})
+    free, held = space_figures(surveys, {"home": ..., "mail": ...})
     collector = Collector()
-    collector.publish(View(**figures))
+    collector.publish(View(space_critical={"home": True, "mail": False}, source_free=free, source_snapshots=held))
     text = generate_latest(registry_of(collector)).decode()
     got = {(s.name, tuple(s.labels[k] for k in ("job", "filesystem") if k in s.labels)): s.value
            for f in text_string_to_metric_families(text) for s in f.samples}
