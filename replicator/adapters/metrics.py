@@ -36,6 +36,10 @@ class View:
     common_time: Mapping[JobTarget, float] = field(default_factory=dict)
     transfers: tuple[Transfer, ...] = ()
     failing: Mapping[str, bool] = field(default_factory=dict)   # job -> its last run failed
+    # job -> its last snapshot was skipped for space; (job, filesystem) -> bytes, as surveyed.
+    space_critical: Mapping[str, bool] = field(default_factory=dict)
+    source_free: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    source_snapshots: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 LABELS = ("job", "target")
@@ -82,6 +86,15 @@ class Collector:
         yield family(GaugeMetricFamily, "replicator_job_failing",
                      "1 while the job's last run failed (it is being retried)", ("job",),
                      {k: float(v) for k, v in view.failing.items()})
+        yield family(GaugeMetricFamily, "replicator_space_critical",
+                     "1 while the job is CRITICAL for space: its last snapshot was skipped, the source below min_free", ("job",),
+                     {k: float(v) for k, v in view.space_critical.items()})
+        yield family(GaugeMetricFamily, "replicator_source_free_bytes",
+                     "Bytes the source's filesystem (pool, btrfs filesystem) can still write",
+                     ("job", "filesystem"), view.source_free)
+        yield family(GaugeMetricFamily, "replicator_source_snapshot_bytes",
+                     "Bytes the job's snapshots hold on the source (ZFS usedbysnapshots; btrfs: the "
+                     "sum of exclusive sizes, with quotas on)", ("job", "filesystem"), view.source_snapshots)
         by_key = {(x.job, x.target, x.dataset): x for x in view.transfers}
         yield family(GaugeMetricFamily, "replicator_transfer_bytes",
                      "Bytes moved so far by the transfer under way", DATASET_LABELS,

@@ -15,7 +15,10 @@ def notify(*assignments: str) -> bool:
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
-            sock.sendto("\n".join(assignments).encode(), address)
+            # Never wait: a manager that does not read (a full queue: 10 datagrams by default)
+            # would otherwise stall the whole daemon, its SIGTERM handling included. A status
+            # line dropped then is harmless; systemd itself always reads.
+            sock.sendto("\n".join(assignments).encode(), socket.MSG_DONTWAIT, address)
         except OSError:
             return False
     return True

@@ -72,7 +72,9 @@ class Metrics:
             if root is not None and any(t.name == target for t in job.targets):
                 transfers.append(Transfer(job_name, target, root, progress.bytes, progress.expected, progress.rate))
         view = View(self._tally_of(config, ctx.txlog.path), daemon.live.common_times(jobs), tuple(transfers),
-                    {name: bool(state.last_error) for name, state in daemon.states.items() if name in jobs})
+                    {name: bool(state.last_error) for name, state in daemon.states.items() if name in jobs},
+                    {name: name in daemon.notifier.short for name in jobs},
+                    *space_figures(daemon.live.surveys, jobs))
         self.collector.publish(view)
         if config.daemon.metrics_textfile:
             self._write(config.daemon.metrics_textfile)
@@ -101,3 +103,17 @@ class Metrics:
             self._textfile_error = str(e)
         else:
             self._textfile_error = None
+
+
+def space_figures(surveys: dict, jobs: dict) -> tuple[dict, dict]:
+    """Bytes free and bytes held by snapshots, by (job, filesystem), from the daemon's surveys.
+    A filesystem is a pool of the job's datasets or the mount of its subvolumes: bounded by the
+    config."""
+    free, held = {}, {}
+    for name, surveyed in surveys.items():
+        space = surveyed.doc.get("space") if name in jobs else None
+        for fs in (space or {}).get("filesystems", ()):
+            free[(name, fs["filesystem"])] = fs["free"]
+            if fs.get("snapshots") is not None:
+                held[(name, fs["filesystem"])] = fs["snapshots"]
+    return free, held

@@ -22,7 +22,7 @@ import trio
 from replicator.adapters import control, systemd
 from replicator.adapters.locks import DaemonLock, state_dir
 from replicator.core.config import Config, Job, parse_config
-from replicator.core.errors import ReplicatorError, StateError
+from replicator.core.errors import EXIT_SPACE, ReplicatorError, StateError
 from replicator.daemon import metrics as daemon_metrics
 from replicator.daemon.live import Live
 from replicator.daemon.notifier import Notifier
@@ -146,6 +146,13 @@ class Daemon:
         await self.ctx.hosts.new_cycle()
         with self._state_errors(job):
             cycle = await run_cycle(job, self.ctx, replicate=False)
+            if job.source.min_free is not None and cycle.snapshot is not None:
+                skipped = cycle.snapshot.exit_code == EXIT_SPACE
+                if skipped or job.name in self.notifier.short:
+                    # No replication (nor its survey) follows a skipped snapshot: status and
+                    # metrics learn of the source's space here.
+                    await self.live.refresh(job, self.ctx)
+                self.notifier.space(job.name, cycle.snapshot.error if skipped else None)
             self._note(job, "; ".join(cycle.errors) or None)
             return cycle.ok
         return False

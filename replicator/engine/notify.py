@@ -24,7 +24,7 @@ log = structlog.get_logger()
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    event: str               # "failure" or "recovery"
+    event: str               # "failure", "recovery", "space_critical" or "space_recovery"
     job: str
     time: str                # ISO 8601, UTC
     failures: int            # failed runs in a row (on recovery: how many there were)

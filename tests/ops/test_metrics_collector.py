@@ -45,6 +45,34 @@ def test_a_view_becomes_samples():
     assert got[("replicator_transfer_rate_bytes_per_second", ("home", "other", "/srv/home"))] == 5
 
 
+def test_space_figures_come_from_the_surveys_of_configured_jobs_only():
+    from types import SimpleNamespace
+
+    from replicator.daemon.metrics import space_figures
+
+    def surveyed(critical, rows):
+        return SimpleNamespace(doc={"space": {"critical": critical, "min_free": "10%", "filesystems": rows}})
+
+    surveys = {"home": surveyed(True, [{"filesystem": "tank", "free": 5, "size": 100, "snapshots": 40,
+                                        "critical": True}]),
+               "mail": surveyed(False, [{"filesystem": "/srv", "free": 50, "size": 100, "snapshots": None,
+                                         "critical": False}]),
+               "gone": surveyed(True, [{"filesystem": "old", "free": 1, "size": 2, "snapshots": 1, "critical": True}])}
+    free, held = space_figures(surveys, {"home": ..., "mail": ...})
+    collector = Collector()
+    collector.publish(View(space_critical={"home": True, "mail": False}, source_free=free, source_snapshots=held))
+    text = generate_latest(registry_of(collector)).decode()
+    got = {(s.name, tuple(s.labels[k] for k in ("job", "filesystem") if k in s.labels)): s.value
+           for f in text_string_to_metric_families(text) for s in f.samples}
+    assert got[("replicator_space_critical", ("home",))] == 1
+    assert got[("replicator_space_critical", ("mail",))] == 0
+    assert got[("replicator_source_free_bytes", ("home", "tank"))] == 5
+    assert got[("replicator_source_snapshot_bytes", ("home", "tank"))] == 40
+    # Unknown (btrfs quotas off) is left out, not 0; a job no longer configured is left out.
+    assert ("replicator_source_snapshot_bytes", ("mail", "/srv")) not in got
+    assert not any("gone" in labels for _, labels in got)
+
+
 def exposed_names() -> set[str]:
     collector = Collector()
     return {m.name + ("_total" if m.type == "counter" else "") for m in collector.collect()}
