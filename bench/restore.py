@@ -1,12 +1,15 @@
 """Restore from an offsite `serve --role receive` endpoint against the raw pipe, and verify's time.
 
-    .venv/bin/python bench/restore.py [--gib 2] [--runs 3] [--files 10000]
+    .venv/bin/python bench/restore.py [--gib 2] [--runs 3] [--files 10000] [--before TREE]
 
 Restore: a btrfs snapshot of `--gib` GiB of random data, received earlier on the "backup host"
 (a loopback sshd whose key runs `replicator serve --role receive`), brought back with
 `replicator restore JOB --to DIR` (a fresh process each time, as a person runs it). Baseline,
 same data, same run, through the same forced command: `ssh -c aes128-gcm HOST btrfs send SNAP |
-btrfs receive DIR`. Runs alternate so that drift in the machine hits both.
+btrfs receive DIR`. Rows: the default target (a first attempt streams directly), `resumable =
+true` (spooled from the first byte, received while it is spooled), `resumable = false`; with
+`--before TREE`, also the default target run by the replicator checked out at TREE (to measure a
+change in the same run). Runs alternate so that drift in the machine hits all of them.
 
 Verify: `replicator verify JOB` of a snapshot of `--files` small files through the endpoint
 (the backup host walks and hashes them itself, `replicator-manifest`), timed, beside the time
@@ -41,11 +44,14 @@ def restrict(server, root: Path, locks: Path) -> None:
     server.authorized_keys.write_text(f'command="{command}",restrict {key}\n')
 
 
-def cli(config: Path, *args: str) -> float:
+def cli(config: Path, *args: str, tree: str | None = None) -> float:
     started = time.monotonic()
+    env = {**os.environ, "STATE_DIRECTORY": str(config.parent / "state")}
+    if tree:
+        env["PYTHONPATH"] = tree
+    # `-m` puts the working directory first on sys.path: run from the tree whose code is meant.
     done = sh(sys.executable, "-m", "replicator", *args, "--config", config, "--no-progress"
-              if args[0] == "restore" else "--json", check=False,
-              env={**os.environ, "STATE_DIRECTORY": str(config.parent / "state")})
+              if args[0] == "restore" else "--json", check=False, env=env, cwd=tree or Path.cwd())
     if done.returncode != 0:
         raise SystemExit(f"replicator {' '.join(args)} failed ({done.returncode}): {done.stderr or done.stdout}")
     return time.monotonic() - started
@@ -56,6 +62,7 @@ def main() -> int:
     parser.add_argument("--gib", type=float, default=2.0, help="restore size (default 2 GiB)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each path (default 3)")
     parser.add_argument("--files", type=int, default=10_000, help="files for the verify timing")
+    parser.add_argument("--before", metavar="TREE", help="also restore with the replicator checked out at TREE")
     args = parser.parse_args()
     size = int(args.gib * GIB)
     print(f"start: {load()}; busy elsewhere: {', '.join(busy_elsewhere()) or 'nothing'}")
@@ -96,13 +103,20 @@ def main() -> int:
 
         raw = (f"{shlex.join(raw_ssh(server))} {shlex.quote(shlex.join(['btrfs', 'send', '--', str(copy)]))}"
                f" | btrfs receive -q {shlex.quote(str(back))}")
-        direct = work / "direct.toml"  # the same target with resumable = false: no spool
-        direct.write_text(config.read_text().replace(f"path = {str(root / 'snaps')!r}\n",
-                                                     f"path = {str(root / 'snaps')!r}\nresumable = false\n"))
+        def variant(name: str, resumable: str) -> Path:  # the same target, another `resumable`
+            path = work / f"{name}.toml"
+            path.write_text(config.read_text().replace(f"path = {str(root / 'snaps')!r}\n",
+                                                       f"path = {str(root / 'snaps')!r}\nresumable = {resumable}\n"))
+            return path
+
+        spool, direct = variant("spool", "true"), variant("direct", "false")
         (work / "state").mkdir(exist_ok=True)
         paths = {"raw": lambda: sh("sh", "-c", raw),
                  "restore": lambda: cli(config, "restore", "data", "--to", str(back)),
+                 "spooled": lambda: cli(spool, "restore", "data", "--to", str(back)),
                  "direct": lambda: cli(direct, "restore", "data", "--to", str(back))}
+        if args.before:
+            paths["before"] = lambda: cli(config, "restore", "data", "--to", str(back), tree=args.before)
         seconds: dict[str, list[float]] = {p: [] for p in paths}
         for run in range(args.runs + 1):  # the first round warms caches and is not counted
             for path, action in paths.items():
@@ -125,13 +139,16 @@ def main() -> int:
             yardstick.append(time.monotonic() - started)
     print(f"\nend: {load()}; busy elsewhere: {', '.join(busy_elsewhere()) or 'nothing'}\n")
     rates = {p: [stream / s / MB for s in v] for p, v in seconds.items()}
+    labels = {"restore": "`replicator restore JOB --to DIR` through `serve --role receive` (default "
+                         "target: a first attempt streams directly, a retry is spooled)",
+              "spooled": "the same, target `resumable = true` (spooled, received while spooled)",
+              "direct": "the same, target `resumable = false` (never spooled)",
+              "before": f"the default target, replicator at {args.before}"}
     print(table(["restore of a btrfs snapshot", "MB/s median (min-max)", "vs baseline"], [
         [f"`ssh -c aes128-gcm HOST btrfs send \\| btrfs receive` (baseline, {stream / GIB:.2f} GiB)",
          spread(rates["raw"]), "1.00x"],
-        ["`replicator restore JOB --to DIR` through `serve --role receive` (spooled: resumable)",
-         spread(rates["restore"]), f"{median(rates['restore']) / median(rates['raw']):.2f}x"],
-        ["the same, target `resumable = false` (streamed directly)", spread(rates["direct"]),
-         f"{median(rates['direct']) / median(rates['raw']):.2f}x"]]))
+        *([labels[p], spread(rates[p]), f"{median(rates[p]) / median(rates['raw']):.2f}x"]
+          for p in paths if p != "raw")]))
     print()
     print(table(["verify", "seconds median (min-max)"], [
         [f"`replicator verify` of {args.files} files through the endpoint (both sides hashed)",

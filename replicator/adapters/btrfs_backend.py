@@ -201,9 +201,7 @@ class BtrfsTargetHalf:
 
     async def _remove_unfinished(self, entry: str) -> None:
         """Delete what a `btrfs receive -f` that ran out of space left of `entry` (no received_uuid)."""
-        left = (await self.btrfs.entries(self.target.path) or {}).get(entry)
-        if left is not None and not left.received_uuid:
-            await self.btrfs.delete([f"{self.target.path}/{entry}"])
+        await remove_unfinished(self.btrfs, self.target.path, entry)
 
     @asynccontextmanager
     async def view(self, member: str, snapshot: str) -> AsyncIterator[str]:
@@ -227,7 +225,7 @@ class BtrfsTargetHalf:
 
 
 async def spooled(pipe: Pipe, local: Runner, sender: Runner, argv: list[str], spool: Spool, entry: str,
-                  where: str, *, skip_at_sender: bool = False) -> int:
+                  where: str, *, skip_at_sender: bool = False, follow: bool = False) -> int:
     """Stream into a spool file on the target, then `btrfs receive -f` it there.
 
     btrfs cannot resume a receive, but a spool can grow: after an interruption the next attempt
@@ -235,10 +233,17 @@ async def spooled(pipe: Pipe, local: Runner, sender: Runner, argv: list[str], sp
     checked by hash before it is skipped). The spool lives on the target filesystem and is
     removed once received. `skip_at_sender`: `sender` is a `serve` endpoint (a restore), which
     drops the prefix itself (`replicator-skip`), so that it does not cross the link again.
+    With `follow` (and a spool on this host), the receive reads the stream as it arrives while
+    the spool is written beside it (`spool_tee`), instead of after: the target's time is the
+    receive's, not the spool's plus the receive's; an interrupted attempt leaves the spool and a
+    partial subvolume, which the caller deletes before the next attempt.
     Returns the bytes sent in this attempt; raises NoRoomToSpool (the spool removed) when the
     spool or the copy received from it fills `where`."""
     await spool.prepare()
     have = await spool.size()
+    teeing = follow and spool.follows
+    if teeing:  # a receive fed from the spool starts from its first byte, into a clean place
+        await remove_unfinished(Btrfs(spool.runner), spool.target_dir, entry)
     sender_runner, sender_argv = sender, argv
     if have:
         digest = await spool.sha256()
@@ -252,8 +257,9 @@ async def spooled(pipe: Pipe, local: Runner, sender: Runner, argv: list[str], sp
             sender_runner = local
             sender_argv = [sys.executable, "-m", "replicator.adapters.skip", *check, *sender.stream_argv(argv)]
         log.info("resuming a btrfs stream from its spool", entry=entry, offset=have)
+    writer = (spool.teeing_argv if teeing else spool.writer_argv)(append=bool(have))
     try:
-        moved = await pipe(sender_runner, sender_argv, spool.runner, spool.writer_argv(append=bool(have)))
+        moved = await pipe(sender_runner, sender_argv, spool.runner, writer)
     except CommandError as e:
         if _out_of_space(e):
             await spool.remove()
@@ -262,10 +268,12 @@ async def spooled(pipe: Pipe, local: Runner, sender: Runner, argv: list[str], sp
             raise
         log.warning("the spool does not match the stream; starting it over", entry=entry, spool=spool.path)
         await spool.remove()
-        return await spooled(pipe, local, sender, argv, spool, entry, where, skip_at_sender=skip_at_sender)
+        return await spooled(pipe, local, sender, argv, spool, entry, where, skip_at_sender=skip_at_sender,
+                             follow=follow)
     crashpoint("after-spool")
     try:
-        await spool.receive()
+        if not teeing:
+            await spool.receive()
     except CommandError as e:
         if not _out_of_space(e):
             raise
@@ -275,6 +283,13 @@ async def spooled(pipe: Pipe, local: Runner, sender: Runner, argv: list[str], sp
         raise NoRoomToSpool(f"receiving the spool of {entry} filled {where}: {e.message}") from None
     await spool.remove()
     return moved
+
+
+async def remove_unfinished(btrfs: Btrfs, directory: str, entry: str) -> None:
+    """Delete `entry` in `directory` if it is what an interrupted receive left (no received_uuid)."""
+    left = (await btrfs.entries(directory) or {}).get(entry)
+    if left is not None and not left.received_uuid:
+        await btrfs.delete([f"{directory}/{entry}"])
 
 
 class NoRoomToSpool(NoSpace):

@@ -1,5 +1,6 @@
 """A btrfs stream staged in a file on the target filesystem, so that it can grow across
-interrupted attempts and be received (`btrfs receive -f`) once complete.
+interrupted attempts and be received (`btrfs receive -f`) once complete, or, on this host,
+received as it is written (`teeing_argv`).
 
 Every command is an argv with `--` before paths; the `serve` endpoint accepts exactly these
 shapes for files named DIR/.replicator-spool/SUBVOL@SNAP.from-PARENT.stream.
@@ -7,8 +8,10 @@ shapes for files named DIR/.replicator-spool/SUBVOL@SNAP.from-PARENT.stream.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
+from replicator.adapters.btrfs import receive_argv
 from replicator.adapters.runner import Runner
 from replicator.core import names
 
@@ -41,6 +44,18 @@ class Spool:
         if append:
             return ["dd", f"of={self.path}", "bs=1M", "status=none", "conv=notrunc,fsync", "oflag=append"]
         return ["dd", f"of={self.path}", "bs=1M", "status=none", "conv=fsync"]
+
+    @property
+    def follows(self) -> bool:
+        """Whether the receive can run while the spool is written (`teeing_argv`): only here,
+        where our own module runs; a remote target (a `serve` endpoint) spools, then receives."""
+        return self.runner.where == "localhost"
+
+    def teeing_argv(self, *, append: bool) -> list[str]:
+        """The receiving end of the stream when `follows`: `btrfs receive` fed as the stream
+        arrives, while the same bytes go to the spool (`replicator.adapters.spool_tee`)."""
+        return [sys.executable, "-m", "replicator.adapters.spool_tee", *(["--append"] if append else []),
+                self.path, "--", *self.guard(receive_argv(self.target_dir))]
 
     async def receive(self) -> None:
         # --chroot: a hostile stream's ../ paths cannot reach outside the target directory.

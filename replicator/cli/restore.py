@@ -11,6 +11,7 @@ from replicator.core.errors import EXIT_OK, EXIT_TARGET_FAILED, UsageError
 from replicator.core.config import Job
 from replicator.engine.context import Context
 from replicator.engine.restore import Request, Restored, restore
+from replicator.engine.restore_path import PathRestored, restore_path
 from replicator.engine.restore_all import DEFAULT_PARALLEL, JobRestored, restore_all
 
 
@@ -35,6 +36,9 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--dataset", "--subvolume", dest="members", action="append", default=[],
                         metavar="NAME", help="only this dataset or subvolume of the job, as the config "
                                              "names it (repeatable; default: all of them)")
+    parser.add_argument("--path", metavar="FILE",
+                        help="only this file or directory of the snapshot, copied to --to (a target on this "
+                             "host; symlinks are copied as symlinks, never followed)")
     parser.add_argument("--identity", metavar="FILE",
                         help="an archive target's age identity (key file), to decrypt its streams")
     parser.add_argument("--dry-run", action="store_true", help="say what would be restored, change nothing")
@@ -61,6 +65,9 @@ def handle(args: argparse.Namespace) -> int:
             raise UsageError("--snapshot and --dataset/--subvolume name one job's things; with --all use --at")
         return _handle_all(args, request)
 
+    if args.path:
+        return _handle_path(args, request)
+
     async def go(ctx: Context, jobs: list[Job]) -> list[Restored]:
         return await progress.with_progress(ctx, args, lambda: restore(jobs[0], ctx, request))
 
@@ -69,6 +76,23 @@ def handle(args: argparse.Namespace) -> int:
         print_json(results)
         return EXIT_OK
     _report(results)
+    return EXIT_OK
+
+
+def _handle_path(args: argparse.Namespace, request: Request) -> int:
+    if args.all:
+        raise UsageError("--path takes one file of one JOB, not --all")
+
+    async def go(ctx: Context, jobs: list[Job]) -> PathRestored:
+        return await restore_path(jobs[0], ctx, request, args.path)
+
+    result = with_context(args, go, jobs=[args.job])
+    if args.json:
+        print_json(result)
+    else:
+        verb = "would copy" if result.dry_run else "copied"
+        size = f" ({human_bytes(result.bytes)})" if result.kind != "symlink" else " (as a symlink)"
+        print(f"{verb} {result.kind} {result.path} of {result.source}@{result.snapshot} to {result.destination}{size}")
     return EXIT_OK
 
 

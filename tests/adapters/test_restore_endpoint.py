@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from support import (btrfs_job, cli, host_table, run, target_table, tree_digest,
                      zfs_mountpoint, zfs_property, zfs_receive_root, zfs_received_tree, zfs_snapshots)
 from test_hostile_source import PYTHON, SNAP, backup, while_swapping  # noqa: F401  (backup: a fixture)
 from test_serve import restrict
-from waiting import blocked_lock_waiters, wait_for
+from waiting import blocked_lock_waiters, bytes_read, pids, wait_for
 
 SECRET = b"B's secret " * 4096
 
@@ -241,23 +242,53 @@ def test_zfs_verify_and_restore_through_the_endpoint_on_an_unmounted_target(make
     assert any(e["argv"][:2] == ["zfs", "send"] for e in served(tmp_path) if e["event"] == "accept")
 
 
+def _interrupt_restore(config: Path, fresh: Path, victim: str, env: dict[str, str] | None = None) -> str:
+    """Start a restore of `data`, let 1 MiB reach the receiving end, SIGKILL the process matching
+    `victim`; the restore's stderr."""
+    proc = subprocess.Popen([PYTHON, "-m", "replicator", "restore", "job", "--to", str(fresh), "--subvolume",
+                             str(fresh.parent / "data"), "--config", str(config), "-v"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "STATE_DIRECTORY": str(config.parent / "state"), **(env or {})})
+    receiving = f"btrfs receive --chroot -- {fresh}"
+    try:
+        wait_for(lambda: bytes_read(receiving) >= 1 << 20 or proc.poll() is not None, "1 MiB received")
+        assert proc.poll() is None, f"the restore ended before it was interrupted: {proc.communicate()}"
+        [pid, *_] = pids(victim)
+        os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, err
+    return err
+
+
 @pytest.mark.btrfs
 @pytest.mark.ssh
 def test_an_interrupted_btrfs_restore_resumes_from_its_spool(make_btrfs, receive_root, endpoint_sshd, tmp_path):
     src, root, config = two_subvolumes(make_btrfs, receive_root, endpoint_sshd, tmp_path)
+    write_files(src / "data", 2, size=12 << 20)
+    assert cli(config, "run", "--once").code == 0
+    config.write_text(config.read_text() + 'rate_limit = "3M"\n')  # slow enough to be interrupted
     fresh = src / "restored"
-    # Killed once the whole stream is in the spool, before it is received.
-    crashed = cli(config, "restore", "job", "--to", str(fresh), "--subvolume", str(src / "data"),
-                  env={"REPLICATOR_CRASH_AT": "after-spool"})
-    assert crashed.code == -9, crashed.out + crashed.err
+    # A first attempt streams straight into btrfs receive: killed, it leaves a partial subvolume.
+    _interrupt_restore(config, fresh, f"^btrfs receive --chroot -- {fresh}")
+    assert [p.name for p in fresh.iterdir()] and not (fresh / ".replicator-spool").exists()
+
+    # The retry is spooled while it is received; the link drops mid-way: the spool keeps it all.
+    err = _interrupt_restore(config, fresh, f"^ssh .*btrfs send -- {root}")
+    assert "spooling the retry of an interrupted restore" in err
     [spool] = (fresh / ".replicator-spool").iterdir()
     spooled = spool.stat().st_size
-    assert spooled > 256 << 10 and not list(fresh.glob("data@*"))
+    assert spooled >= 1 << 20
 
     again = cli(config, "restore", "job", "--to", str(fresh), "--subvolume", str(src / "data"), "--json")
     assert again.code == 0, again.out + again.err
     [restored] = again.json
-    assert restored["bytes"] == 0, "the second attempt sent only what the spool lacked: nothing"
+    [snapshot] = [p for p in root.iterdir() if p.name.startswith("data@") and p.name.endswith(restored["snapshot"])]
+    total = int(run("sh", "-c", f"btrfs send -q {shlex.quote(str(snapshot))} | wc -c").strip())
+    assert restored["bytes"] == total - spooled, "the last attempt sent only what the spool lacked"
     # The endpoint dropped the spooled prefix itself: it never crossed the link again.
     [skip] = [e for e in served(tmp_path) if e["event"] == "accept" and e["argv"][0] == "replicator-skip"]
     assert skip["argv"][1:3] == ["--bytes", str(spooled)]
