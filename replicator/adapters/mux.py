@@ -32,6 +32,29 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+_PREFIX = "replicator-ssh-"
+
+
+def _sweep_orphans() -> None:
+    """Remove the socket directories of replicators that were killed (SIGKILL runs no cleanup):
+    each is named after its process, and one whose process is gone serves nobody."""
+    base = tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        pid, dash, _ = name.removeprefix(_PREFIX).partition("-")
+        if not name.startswith(_PREFIX) or not dash or not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+            continue
+        path = os.path.join(base, name)
+        try:
+            if os.lstat(path).st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
 class Masters:
     """The masters of one run (or of a daemon's life), in a private socket directory."""
 
@@ -54,8 +77,9 @@ class Masters:
         self._stopped = [p for p in self._stopped if p.poll() is None]  # reap the ended
         try:
             if self._dir is None:
+                _sweep_orphans()
                 # Only we may reach the sockets: whoever can, runs commands as the remote user.
-                self._dir = tempfile.mkdtemp(prefix="replicator-ssh-")
+                self._dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
             path = self._paths.setdefault(name, os.path.join(self._dir, f"m{len(self._paths)}"))
             running = self._running.get(name)
             if running is not None and running.poll() is None:

@@ -94,3 +94,31 @@ def test_without_a_socket_directory_streams_connect_by_themselves(monkeypatch, t
     masters = Masters()
     assert masters.client_argv("loop", argv) == argv
     masters.close()
+
+
+def test_socket_directories_of_killed_runs_are_removed_by_the_next_run(monkeypatch, tmp_path):
+    """A replicator killed with SIGKILL leaves its socket directory in /tmp; the next one to
+    start a master removes it, and leaves alone those of live processes and anything else."""
+    import tempfile
+
+    from replicator.adapters import mux
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = tmp_path / f"replicator-ssh-{gone.pid}-abc"
+    live = tmp_path / f"replicator-ssh-{os.getppid()}-def"
+    unrelated = [tmp_path / "replicator-ssh-oldstyle", tmp_path / f"other-{gone.pid}-x"]
+    for d in (killed, live, *unrelated):
+        d.mkdir()
+        (d / "m0").touch()
+    mux._sweep_orphans()
+    assert not killed.exists()
+    assert live.exists() and all(d.exists() for d in unrelated)
+
+    masters = mux.Masters()
+    masters._ensure("loop", ["sleep", "--", "30"])   # any command: only the directory matters
+    try:
+        assert os.path.basename(masters._dir).startswith(f"replicator-ssh-{os.getpid()}-")
+    finally:
+        masters.close()
