@@ -60,6 +60,9 @@ def handle(args: argparse.Namespace) -> int:
 
     if args.all == bool(args.job):
         raise UsageError("name one JOB, or --all for every job", hint="replicator restore --all --in-place")
+    if args.all and args.path:
+        raise UsageError("--path takes one file of one JOB, not --all",
+                         hint="replicator restore JOB --path FILE --to DEST")
     if args.all:
         if args.snapshot or args.members:
             raise UsageError("--snapshot and --dataset/--subvolume name one job's things; with --all use --at")
@@ -80,9 +83,6 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _handle_path(args: argparse.Namespace, request: Request) -> int:
-    if args.all:
-        raise UsageError("--path takes one file of one JOB, not --all")
-
     async def go(ctx: Context, jobs: list[Job]) -> PathRestored:
         return await restore_path(jobs[0], ctx, request, args.path)
 

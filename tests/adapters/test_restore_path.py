@@ -108,3 +108,13 @@ def test_restore_path_through_an_endpoint_is_refused_with_the_alternative(make_b
     assert whole.code == 0, whole.out + whole.err
     [copy] = (src / "scratch").glob("data@*")
     assert tree_digest(copy) == tree_digest(src / "data")
+
+
+def test_path_with_all_is_refused_before_anything_is_restored(tmp_path):
+    """`--all` would otherwise win and bring back every job whole into DEST."""
+    config = tmp_path / "config.toml"
+    config.write_text(btrfs_job("home", [tmp_path / "src"], tmp_path / "snaps",
+                                [target_table(str(tmp_path / "backup"))]))
+    refused = cli(config, "restore", "--all", "--path", "/etc/x", "--to", str(tmp_path / "out"))
+    assert refused.code == 2 and "--path takes one file of one JOB" in refused.err, refused.out + refused.err
+    assert not (tmp_path / "out").exists()
