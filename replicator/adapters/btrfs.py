@@ -173,6 +173,14 @@ class Btrfs:
     async def writable_snapshot(self, snapshot: str, path: str) -> None:
         (await self.runner.run(["btrfs", "subvolume", "snapshot", "--", snapshot, path])).check()
 
+    async def writable(self, path: str) -> bool:
+        """Whether the subvolume at `path` is known to be writable: an interrupted `btrfs receive`
+        leaves one, a snapshot taken or received whole is read-only. False where it cannot be
+        told (an endpoint that does not answer this), so a caller never takes a complete
+        snapshot for debris."""
+        done = await self.runner.run(["btrfs", "property", "get", "-ts", "--", path, "ro"])
+        return done.status == 0 and done.stdout.strip() == "ro=false"
+
     async def ensure_directory(self, directory: str) -> None:
         (await self.runner.run(["mkdir", "-p", "--", directory])).check()
 

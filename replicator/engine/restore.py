@@ -250,7 +250,9 @@ async def _restore_btrfs(job: Job, target: Target, runner: Runner, ctx: Context,
             receiver, directory = await _destination_runner(ctx, request.to or "")
         result = Restored(subvolume, snap.name, posixpath.join(directory, entry), dry_run=request.dry_run)
         results.append(result)
-        already = request.in_place and entry in local_entries
+        # A writable entry there is what an interrupted direct receive left, not a snapshot.
+        already = request.in_place and entry in local_entries and \
+            not await Btrfs(home).writable(posixpath.join(source.snapshot_dir, entry))
         if request.in_place:
             result.moved_aside = f"{subvolume}.replaced_{stamp}"
             result.destination = subvolume

@@ -52,6 +52,24 @@ def test_btrfs_restore_in_place_after_losing_everything_continues_incrementally(
     assert tree_digest(newest) == tree_digest(src / "data")
 
 
+def test_btrfs_restore_in_place_never_finishes_from_what_an_interrupted_receive_left(make_btrfs, tmp_path):
+    src, dst, config = btrfs_setup(make_btrfs, tmp_path)
+    assert cli(config, "run", "--once").code == 0
+    expected = tree_digest(src / "data")
+    [snap] = (src / ".snapshots").iterdir()
+    run("btrfs", "subvolume", "delete", snap)
+    run("btrfs", "subvolume", "delete", src / "data")
+    # What a direct first attempt killed mid-stream leaves: a writable subvolume of that name
+    # holding part of the files.
+    run("btrfs", "subvolume", "create", snap)
+    (snap / "bulk.bin").write_bytes(b"half")
+
+    restored = cli(config, "restore", "home", "--in-place")
+    assert restored.code == 0, restored.out + restored.err
+    assert "nothing sent" not in restored.out
+    assert tree_digest(src / "data") == expected
+
+
 def test_btrfs_restore_in_place_keeps_the_original_aside(make_btrfs, tmp_path):
     src, dst, config = btrfs_setup(make_btrfs, tmp_path)
     assert cli(config, "run", "--once").code == 0
