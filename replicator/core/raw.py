@@ -39,6 +39,18 @@ class RawChoice:
     refused: str | None = None
 
 
+def own_encryption(found: Encryption | None, target_path: str) -> Encryption | None:
+    """A target copy's encryption as far as its streams are concerned. A copy received raw is
+    its own encryption root, below the target's path; one received decrypted under an encrypted
+    backup pool (or an encrypted target path) only inherits the pool's encryption, which says
+    nothing of how it was sent: for it, as for an unencrypted copy, the answer is "none"."""
+    if found is None or not found.encrypted:
+        return found
+    if found.encryptionroot.startswith(target_path.rstrip("/") + "/"):
+        return found
+    return Encryption()
+
+
 def choose(setting: bool | None, source: Encryption | None, copy: Encryption | None = None, *,
            dataset: str, target: str) -> RawChoice:
     """The send mode of `dataset` to `target` under its `raw` setting (None: "auto").

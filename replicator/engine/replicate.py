@@ -148,7 +148,8 @@ class _TargetRun:
     def raw(self, member: SourceMember, copy: TargetMember) -> RawChoice:
         if not isinstance(self.job.source, ZfsSource):
             return RawChoice(False)
-        return raw.choose(self.target.raw, member.encryption, copy.encryption if copy.snapshots else None,
+        copied = raw.own_encryption(copy.encryption, self.target.path) if copy.snapshots else None
+        return raw.choose(self.target.raw, member.encryption, copied,
                           dataset=member.name, target=self.target.name)
 
     async def member(self, member: SourceMember, copy: TargetMember, result: TargetResult) -> None:

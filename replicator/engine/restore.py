@@ -181,7 +181,7 @@ async def _restore_zfs(job: Job, source: ZfsSource, target: Target, runner: Runn
             destination = names.zfs_target_dataset(base, dataset)
         result.destination = destination
         local = Zfs(receiver)
-        sealed = None if crypt is None else crypt.get(copy, Encryption())
+        sealed = None if crypt is None else raw.own_encryption(crypt.get(copy, Encryption()), target.path)
         mode = raw.choose(target.raw, sealed, dataset=copy, target=target.name)
         if mode.refused:
             raise TargetError(mode.refused.replace("cannot be sent", "cannot be restored"))

@@ -189,7 +189,7 @@ HOSTILE_RECEIVE = [
     (f"btrfs send -- /srv/backup/hostB/x@{SNAP}", "outside the roots"),
     (f"btrfs send -- /srv/backup/hostA/../hostB/x@{SNAP}", "'..'"),
     (f"btrfs send -p /srv/backup/hostA/x@{SNAP} -- /srv/backup/hostA/y@{SNAP}", "not accepted"),
-    (f"btrfs send -- /srv/backup/hostA", "is a root itself"),
+    ("btrfs send -- /srv/backup/hostA", "is a root itself"),
     (f"replicator-skip --bytes 1 --sha256 {'ab' * 32} -- btrfs send -- /srv/backup/hostB/x@{SNAP}", "outside the roots"),
     (f"replicator-skip --bytes -1 --sha256 {'ab' * 32} -- btrfs send -- /srv/backup/hostA/x@{SNAP}", "not accepted"),
     (f"replicator-skip --bytes 1x --sha256 {'ab' * 32} -- btrfs send -- /srv/backup/hostA/x@{SNAP}", "byte count"),

@@ -11,7 +11,7 @@ from replicator.core.actions import Decision, Send, Sides, Strategy, decide
 from replicator.core.config import parse_config
 from replicator.core.errors import ConfigError
 from replicator.core.model import Snapshot
-from replicator.core.planner import Conflict, ConflictKind, Step, StepKind
+from replicator.core.planner import Conflict, ConflictKind
 from replicator.core.raw import Encryption, RawChoice
 
 PLAIN = Encryption()
@@ -83,6 +83,20 @@ def test_a_copy_received_decrypted_goes_on_decrypted_while_the_key_is_loaded():
     assert choose(None, OPEN, OPEN) == RawChoice(True)
 
 
+def test_a_copy_that_only_inherits_an_encrypted_backup_pool_counts_as_received_decrypted():
+    # backup/hostA/tank/secret received decrypted into the encrypted pool `backup`: it is
+    # encrypted, but by the pool's key, not by anything its stream carried.
+    pooled = Encryption("aes-256-gcm", "available", "backup")
+    at_the_target = Encryption("aes-256-gcm", "available", "backup/hostA")
+    received_raw = Encryption("aes-256-gcm", "unavailable", "backup/hostA/tank/secret")
+    assert raw.own_encryption(pooled, "backup/hostA") == PLAIN
+    assert raw.own_encryption(at_the_target, "backup/hostA/") == PLAIN
+    assert raw.own_encryption(received_raw, "backup/hostA") == received_raw
+    assert raw.own_encryption(None, "backup/hostA") is None
+    assert choose(None, OPEN, raw.own_encryption(pooled, "backup/hostA")) == RawChoice(False)
+    assert choose(None, OPEN, raw.own_encryption(received_raw, "backup/hostA")) == RawChoice(True)
+
+
 def snap(n: int) -> Snapshot:
     return Snapshot(name=f"s{n}", guid=f"g{n}", order=n)
 
@@ -102,16 +116,6 @@ def test_every_send_carries_the_raw_choice_and_a_refusal_stops_only_what_has_to_
         assert isinstance(decision, Decision)
         assert all(s.step.raw == choice.raw for s in decision.actions if isinstance(s, Send))
         assert bool(decision.sends) == (not up_to_date)
-
-
-def test_send_argv_adds_w_and_a_resume_lets_the_token_say():
-    from replicator.adapters.zfs import send_argv
-    full = Step(StepKind.FULL, snap(1), raw=True)
-    assert send_argv("tank/x", full) == ["zfs", "send", "-w", "tank/x@s1"]
-    incremental = Step(StepKind.INCREMENTAL, snap(2), base=snap(1), intermediates=True, raw=True)
-    assert send_argv("tank/x", incremental) == ["zfs", "send", "-w", "-I", "tank/x@s1", "tank/x@s2"]
-    assert send_argv("tank/x", Step(StepKind.RESUME, None, resume_token="1-ab", raw=True)) == \
-        ["zfs", "send", "-t", "1-ab"]
 
 
 CONFIG = """
