@@ -66,6 +66,13 @@ def handle(args: argparse.Namespace) -> int:
         if len(args.root) != 1 or not args.root[0].startswith("/") or args.root[0].rstrip("/") == "":
             raise UsageError(f"role archive takes one --root, an absolute directory (not {args.root})",
                              hint="fix the command= option of the authorized_keys line")
+        if not args.prune or not args.restore:
+            # An archive's manifests are rewritten and its files replaced as uploads go on, so
+            # refusing deletes would not make it append-only; saying so beats a false promise.
+            raise UsageError("role archive has no --no-prune or --no-restore: its client rewrites manifests "
+                             "and replaces files as uploads go on, so these would not protect the archive",
+                             hint="drop the option from the command= line; to keep a client from erasing "
+                                  "its archive, snapshot the archive directory on the storage host")
         command = os.environ.get("SSH_ORIGINAL_COMMAND")
         return archive_serve.serve(command, args.root[0].rstrip("/"), archive_serve.logger(command, args.log))
     policy = Policy.build(args.role, args.root, args.snapshot_prefix, prune=args.prune, jobs=args.job,

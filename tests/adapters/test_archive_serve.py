@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from support import btrfs_job, cli, host_table, run, tree_digest, write_files
 from test_archive import age_key, archive_table, manifest, stored_files
 from test_serve import restrict, ssh
@@ -80,3 +82,13 @@ def test_hostile_requests_to_the_archive_endpoint_are_refused(endpoint_sshd, tmp
     assert sorted(p.name for p in outside.iterdir()) == [secret.name]
     events = [json.loads(line)["event"] for line in (tmp_path / "serve.log").read_text().splitlines()]
     assert events.count("reject") == 8
+
+
+@pytest.mark.parametrize("flag", ["--no-prune", "--no-restore"])
+def test_role_archive_refuses_protections_it_cannot_keep(flag, tmp_path, capsys, monkeypatch):
+    from replicator.cli.serve import main
+
+    monkeypatch.setenv("SSH_ORIGINAL_COMMAND", "replicator-archive list")
+    assert main(["--role", "archive", "--root", str(tmp_path), flag]) == 2
+    said = capsys.readouterr().err
+    assert "role archive has no --no-prune or --no-restore" in said and "snapshot the archive directory" in said
