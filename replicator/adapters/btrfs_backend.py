@@ -236,14 +236,15 @@ async def spooled(pipe: Pipe, local: Runner, sender: Runner, argv: list[str], sp
     With `follow` (and a spool on this host), the receive reads the stream as it arrives while
     the spool is written beside it (`spool_tee`), instead of after: the target's time is the
     receive's, not the spool's plus the receive's; an interrupted attempt leaves the spool and a
-    partial subvolume, which the caller deletes before the next attempt.
+    partial subvolume, which the next attempt deletes first.
     Returns the bytes sent in this attempt; raises NoRoomToSpool (the spool removed) when the
     spool or the copy received from it fills `where`."""
     await spool.prepare()
     have = await spool.size()
     teeing = follow and spool.follows
-    if teeing:  # a receive fed from the spool starts from its first byte, into a clean place
-        await remove_unfinished(Btrfs(spool.runner), spool.target_dir, entry)
+    # A receive fed from the spool starts from its first byte, into a clean place: what an
+    # earlier direct attempt left there would fail it with "File exists" on every retry.
+    await remove_unfinished(Btrfs(spool.runner), spool.target_dir, entry)
     sender_runner, sender_argv = sender, argv
     if have:
         digest = await spool.sha256()

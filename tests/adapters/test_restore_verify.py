@@ -70,6 +70,24 @@ def test_btrfs_restore_in_place_never_finishes_from_what_an_interrupted_receive_
     assert tree_digest(src / "data") == expected
 
 
+def test_btrfs_restore_to_another_host_retries_over_what_a_direct_attempt_left(make_btrfs, sshd, tmp_path):
+    src, dst, config = btrfs_setup(make_btrfs, tmp_path)
+    config.write_text(host_table("vault", sshd) + config.read_text())
+    assert cli(config, "run", "--once").code == 0
+    expected = tree_digest(src / "data")
+    [snap] = (src / ".snapshots").iterdir()
+    fresh = make_btrfs() / "restored"
+    fresh.mkdir()
+    # A direct first attempt killed mid-stream left a partial subvolume there: the retry spools
+    # (the spool is on the other host, so it is received after it is written) and must clear it.
+    run("btrfs", "subvolume", "create", fresh / snap.name)
+    (fresh / snap.name / "bulk.bin").write_bytes(b"half")
+
+    result = cli(config, "restore", "home", "--to", f"vault:{fresh}")
+    assert result.code == 0, result.out + result.err
+    assert tree_digest(fresh / snap.name) == expected
+
+
 def test_btrfs_restore_in_place_keeps_the_original_aside(make_btrfs, tmp_path):
     src, dst, config = btrfs_setup(make_btrfs, tmp_path)
     assert cli(config, "run", "--once").code == 0
