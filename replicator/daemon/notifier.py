@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from replicator.core.errors import EXIT_SPACE
 from replicator.daemon.scheduler import JobState
 from replicator.engine.notify import Event, command_for, notify, now_iso
 
@@ -36,6 +37,14 @@ class Notifier:
             since, error = self.failing.pop(state.name, (None, None))
             event = Event("recovery", state.name, now, failures_before, error, since)
         self._send(job, event, event.event)
+
+    def snapshot_ran(self, name: str, exit_code: int, error: str | None) -> None:
+        """After each snapshot run of a job with min_free. Only a snapshot taken says space came
+        back; one that failed for another reason (host down, name taken) says nothing of it."""
+        if exit_code == EXIT_SPACE:
+            self.space(name, error or "the source is short of space")
+        elif error is None:
+            self.space(name, None)
 
     def space(self, name: str, shortage: str | None) -> None:
         """After each snapshot run of a job with min_free: `shortage` is why the guard skipped

@@ -152,7 +152,7 @@ class Daemon:
                     # No replication (nor its survey) follows a skipped snapshot: status and
                     # metrics learn of the source's space here.
                     await self.live.refresh(job, self.ctx)
-                self.notifier.space(job.name, cycle.snapshot.error if skipped else None)
+                self.notifier.snapshot_ran(job.name, cycle.snapshot.exit_code, cycle.snapshot.error)
             self._note(job, "; ".join(cycle.errors) or None)
             return cycle.ok
         return False

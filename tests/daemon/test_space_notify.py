@@ -14,13 +14,18 @@ from replicator.daemon.notifier import Notifier
 SHORT = "job home: snapshot skipped, the source is short of space: tank: 5 B free"
 
 
-def test_space_critical_and_recovery_once_per_change():
-    sent = []
+def notifier_into(sent: list) -> Notifier:
+    """A Notifier of a daemon with job `home` whose notify commands land in `sent`."""
     daemon = SimpleNamespace(jobs={"home": SimpleNamespace(notify=None)},
                              config=SimpleNamespace(notify=Notify(("page",), ("relax",), 30)),
                              wall=lambda: datetime(2026, 11, 29, 12, tzinfo=timezone.utc),
                              nursery=SimpleNamespace(start_soon=lambda _, argv, event, timeout: sent.append((argv, event))))
-    notifier = Notifier(daemon)
+    return Notifier(daemon)
+
+
+def test_space_critical_and_recovery_once_per_change():
+    sent = []
+    notifier = notifier_into(sent)
     for critical in (False, True, True, True, False, False, True):
         notifier.space("home", SHORT if critical else None)
     notifier.space("removed", SHORT)   # a job no longer configured: nothing
@@ -29,3 +34,13 @@ def test_space_critical_and_recovery_once_per_change():
     critical, recovery = sent[0][1], sent[1][1]
     assert critical.error == SHORT
     assert recovery.error == critical.error and recovery.since == critical.time
+
+
+def test_a_snapshot_failing_for_another_reason_says_nothing_of_space():
+    sent = []
+    notifier = notifier_into(sent)
+    notifier.snapshot_ran("home", 6, SHORT)
+    notifier.snapshot_ran("home", 4, "job home: cannot reach host tank: connection refused")
+    assert "home" in notifier.short and [e.event for _, e in sent] == ["space_critical"]
+    notifier.snapshot_ran("home", 0, None)
+    assert [e.event for _, e in sent] == ["space_critical", "space_recovery"]
