@@ -118,6 +118,12 @@ def parse(command: str | None) -> ArchiveRequest | Refused:
     return ArchiveRequest(verb, member, files)
 
 
+def serves(roots: tuple[str, ...] | list[str], path: str) -> bool:
+    """Whether an archive endpoint with `roots` stores an archive target at `path`: its one root
+    is the archive's directory (its verbs name members below the root, never a deeper path)."""
+    return tuple(r.rstrip("/") for r in roots) == (path.rstrip("/"),)
+
+
 def request_argv(verb: str, *args: str) -> list[str]:
     """The argv the client sends for `verb` (the ssh runner quotes it)."""
     return [COMMAND, verb, *args]

@@ -7,6 +7,7 @@ from replicator.adapters.archive_backend import ArchiveTargetHalf
 from replicator.adapters.backend import SourceHalf, TargetHalf
 from replicator.adapters.btrfs_backend import BtrfsSourceHalf, BtrfsTargetHalf
 from replicator.adapters.zfs_backend import ZfsSourceHalf, ZfsTargetHalf
+from replicator.core.archive_endpoint import serves
 from replicator.core.config import Job, Target, ZfsSource
 from replicator.core.errors import TargetError
 from replicator.engine.context import Context
@@ -40,7 +41,7 @@ async def archive_endpoint(target: Target, ctx: Context) -> bool:
     info = await ctx.endpoint(target.host)
     if info is None:
         return False
-    if info.role != "archive" or tuple(info.roots) != (target.path.rstrip("/"),):
+    if info.role != "archive" or not serves(info.roots, target.path):
         raise TargetError(f"host {target.host} answers with `replicator serve --role {info.role}` for "
                           f"{', '.join(info.roots)}, which does not store this archive target's files in {target.path}",
                           hint=f"give the key `replicator serve --role archive --root {target.path}` as its forced "

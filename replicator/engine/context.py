@@ -12,6 +12,7 @@ from replicator.adapters.runner import LocalRunner, Runner, SshHosts, ssh_hosts
 from replicator.adapters.stream import Progress
 from replicator.adapters.txlog import TxLog
 from replicator.adapters.endpoint import probe
+from replicator.core import archive_endpoint
 from replicator.core.config import Config, Job, Target
 from replicator.core.endpoint import EndpointInfo, covers
 from replicator.core.errors import TargetError
@@ -61,6 +62,11 @@ class Context:
             raise TargetError(f"host {target.host} is a `replicator serve --role {info.role}` endpoint; "
                               f"this needs role {role}",
                               hint="use another key/host entry whose forced command has the right role")
+        if role == "archive" and not archive_endpoint.serves(info.roots, target.path):
+            raise TargetError(f"host {target.host}'s archive endpoint stores {', '.join(info.roots)}, not this "
+                              f"archive target's {target.path}",
+                              hint=f"give the key `replicator serve --role archive --root {target.path}` as "
+                                   "its forced command")
         if not covers(info.roots, target.path):
             raise TargetError(f"{target.path} is outside what host {target.host}'s endpoint allows "
                               f"({', '.join(info.roots)})",

@@ -62,3 +62,13 @@ def test_an_accepted_request_names_only_single_components(verb, member, file):
         for name in (got.member or "", *got.files):
             assert "/" not in name and name not in ("", ".", "..") and not name.startswith(".")
             assert "\0" not in name and "\n" not in name
+
+
+def test_an_archive_endpoint_serves_exactly_its_root():
+    from replicator.core.archive_endpoint import serves
+
+    assert serves(("/srv/archive",), "/srv/archive/") and serves(["/srv/archive/"], "/srv/archive")
+    # Below the root would be covered for a receive endpoint, but the archive's verbs name
+    # members of the root itself: check-config --live and replicate must both refuse it.
+    assert not serves(("/srv/archive",), "/srv/archive/hostA")
+    assert not serves(("/srv/a", "/srv/b"), "/srv/a")
