@@ -96,7 +96,7 @@ class Upload:
                      skipped_bytes=len(chunks) * self.chunk_size)
         if not self.ops.endpoint:
             # An upload from before chunks existed left NAME.part; it cannot be continued.
-            await self.runner.run(["rm", "-f", "--", self.ops.path(self.directory, self.name + archive.PART)])
+            await self.runner.run(self.ops.remove(self.directory, [self.name + archive.PART]))
         read_end, write_end = os.pipe()
         enlarge(read_end)
         errors: list[bytes] = []

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Mapping, get_args
 
+from replicator.core import archive
 from replicator.core.hooks import NO_HOOKS, Hooks
 from replicator.core.retention import Policy
 from replicator.core.retention import Rule as PreserveRule
@@ -94,7 +95,7 @@ class Archive:
     level: int = 3
     full_every: int | None = None    # seconds: a snapshot this much newer than its chain's full stream starts a new chain
     full_ratio: float | None = None  # or once its incrementals total more than this times its full stream
-    chunk_size: int = 64 << 20       # stream bytes per stored chunk: an interrupted upload resends at most one
+    chunk_size: int = archive.CHUNK_SIZE      # stream bytes per stored chunk: an interrupted upload resends at most one
 
 
 @dataclass(frozen=True, slots=True)
