@@ -301,13 +301,17 @@ class _TargetRun:
 
     def pipe(self, label: str, expected: int | None = None):
         ctx, target = self.ctx, self.target
-        last: list[Progress] = []
+        # The Progress of the last part streamed: an archive upload's next chunk goes on counting it.
+        last: list[Progress | None] = [None]
+
+        def started(progress: Progress) -> None:
+            last[0] = progress
 
         async def run(sender: Runner, send_argv: list[str], receiver: Runner, receive_argv: list[str], *,
                       filters: Sequence[Sequence[str]] = (), stdin: int | None = None, continued: bool = False) -> int:
             return await stream(ctx, label, target, sender, send_argv, receiver, receive_argv,
                                 compress=target.compress_level, expected=expected, filters=filters, stdin=stdin,
-                                progress=last[-1] if continued and last else None, started=last.append)
+                                progress=last[0] if continued else None, started=started)
         return run
 
     def transferred(self, step: Step) -> Transferred:

@@ -28,22 +28,24 @@ RECEIVES = ("for p in /proc/[0-9]*; do case \"$(tr '\\0' ' ' 2>/dev/null <$p/cmd
             "'zfs receive '*) ;; *) continue;; esac;")
 
 
-def interrupted_replication(guest_replicator, config: str, received: int = 4 << 20) -> None:
-    """`replicator replicate` on the guest, SIGKILLed once its `zfs receive` has read `received`
-    bytes, and waited for until the partial stream is saved (a resume token on the copy).
+def interrupted_replication(guest_replicator, config: str, received: int = 4 << 20,
+                            command: str = "replicate") -> None:
+    """`replicator COMMAND` (replicate, or e.g. a restore) on the guest, SIGKILLed once its
+    `zfs receive` has read `received` bytes, and waited for until the partial stream is saved
+    (a resume token on the copy).
 
     Under emulation the stream starts tens of seconds after the command (interpreter, key
     exchange, probe, listings), so the kill follows the bytes, not the clock."""
     guest = guest_replicator.guest
     guest.sh("cat > /tmp/interrupted.toml", input=config)
-    pid = guest.sh(f"PYTHONPATH={guest_replicator.pythonpath} setsid python3 -m replicator replicate "
+    pid = guest.sh(f"PYTHONPATH={guest_replicator.pythonpath} setsid python3 -m replicator {command} "
                    "--config /tmp/interrupted.toml >/tmp/interrupted.log 2>&1 </dev/null & echo $!").stdout.strip()
 
     def receiving() -> int:
         done = guest.sh(f"{RECEIVES} sed -n 's/^rchar: //p' $p/io; done; kill -0 {pid} || echo gone",
                         check=False).stdout.split()
         if "gone" in done:
-            raise AssertionError("replicate ended before the stream was interrupted: "
+            raise AssertionError(f"{command} ended before the stream was interrupted: "
                                  + guest.sh("cat /tmp/interrupted.log").stdout)
         return sum(int(n) for n in done)
 
